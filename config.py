@@ -1,0 +1,115 @@
+"""Configuration (yacs): every key of the published TCVOM trimap-generation config, same defaults.
+
+Keys added here (not in the published config) are marked "new". A yaml file may only set keys
+that exist here: yacs rejects unknown keys, and this module turns that into a clear message.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from yacs.config import CfgNode
+
+from utils.errors import UserError
+
+_C = CfgNode()
+
+_C.SYSTEM = CfgNode()
+_C.SYSTEM.NUM_WORKERS = 4  # DataLoader workers for finetuning (0: load in the main process)
+_C.SYSTEM.RANDOM_SEED = -1  # > 0: seed Python, NumPy and torch for a repeatable run
+_C.SYSTEM.OUTDIR = "train_log"  # finetuning output root
+_C.SYSTEM.EXP_SUFFIX = ""  # appended to the cfg file stem to name the run folder
+_C.SYSTEM.CUDNN_BENCHMARK = True
+_C.SYSTEM.CUDNN_DETERMINISTIC = False
+_C.SYSTEM.CUDNN_ENABLED = True
+
+_C.DATASET = CfgNode()
+_C.DATASET.PATH = ""  # the clip folder: <stem>_rgb.png frames, <stem>_trimap.png keyframes
+_C.DATASET.SUBSET = False
+
+_C.FINETUNE = CfgNode()
+_C.FINETUNE.VIDEO = ""
+_C.FINETUNE.GT_IDX = []  # keyframe indices into the sorted frames; empty: every trimap file
+_C.FINETUNE.SAVE_FREQ = 1000  # save a checkpoint every N steps; -1: only at the end
+_C.FINETUNE.DILATION = 0  # > 0: widen the unknown band with an elliptical d x d kernel
+
+_C.TRAIN = CfgNode()
+_C.TRAIN.UNKNOWN_WEIGHT = 5.0  # cross-entropy weight of the unknown class
+_C.TRAIN.LOAD_CKPT = ""  # starting weights; empty: random weights (said loudly)
+_C.TRAIN.LOAD_OPT = ""  # optimizer state to resume from
+_C.TRAIN.FREEZE_BACKBONE = False
+_C.TRAIN.BATCH_SIZE_PER_GPU = 1
+_C.TRAIN.VAL_BATCH_SIZE_PER_GPU = 1
+_C.TRAIN.BASE_LR = 5e-4
+_C.TRAIN.LR_STRATEGY = "const"  # const, poly or stair
+_C.TRAIN.WEIGHT_DECAY = 1e-4
+_C.TRAIN.TRAIN_INPUT_SIZE = (512, 512)  # (width, height) of the training crops
+_C.TRAIN.VAL_INPUT_SIZE = (512, 512)
+_C.TRAIN.MIN_EDGE_LENGTH = 1088
+_C.TRAIN.OPTIMIZER = "adam"
+_C.TRAIN.TOTAL_STEPS = 50
+_C.TRAIN.PRINT_FREQ = 10
+_C.TRAIN.IMAGE_FREQ = 500
+
+
+def get_cfg_defaults() -> CfgNode:
+    """A fresh copy of the defaults."""
+    return _C.clone()
+
+
+def _describe_yacs_error(exc: Exception) -> str:
+    text = str(exc.args[0]) if exc.args else str(exc)
+    return text
+
+
+def load_config(cfg_path: str | Path | None, overrides: list[str] | None = None) -> CfgNode:
+    """Defaults, then the yaml file, then trailing ``KEY VALUE`` overrides; frozen.
+
+    Raises UserError naming the file or key for a missing file, unknown keys or wrong types.
+    """
+    cfg = get_cfg_defaults()
+    if cfg_path:
+        path = Path(cfg_path)
+        if not path.is_file():
+            raise UserError(f"config file {path} does not exist; pass the yaml of your clip with --cfg")
+        try:
+            cfg.merge_from_file(str(path))
+        except KeyError as exc:
+            raise UserError(
+                f"config file {path}: {_describe_yacs_error(exc)}; see template.yaml for the keys this tool knows"
+            ) from exc
+        except (ValueError, TypeError) as exc:
+            raise UserError(f"config file {path}: {_describe_yacs_error(exc)}") from exc
+        except Exception as exc:  # yaml syntax errors
+            raise UserError(f"config file {path} is not valid yaml: {exc}") from exc
+    if overrides:
+        if len(overrides) % 2:
+            raise UserError(
+                f"overrides must come in KEY VALUE pairs, got {len(overrides)} words: {' '.join(overrides)}"
+            )
+        try:
+            cfg.merge_from_list(list(overrides))
+        except (KeyError, AssertionError) as exc:
+            raise UserError(f"override {_describe_yacs_error(exc)}; see template.yaml for the keys") from exc
+        except (ValueError, TypeError) as exc:
+            raise UserError(f"override: {_describe_yacs_error(exc)}") from exc
+    _check_types(cfg)
+    cfg.freeze()
+    return cfg
+
+
+def _check_types(cfg: CfgNode) -> None:
+    gt_idx = cfg.FINETUNE.GT_IDX
+    if isinstance(gt_idx, str):  # "[0, 9]" given on the command line stays a string in yacs
+        try:
+            gt_idx = ast.literal_eval(gt_idx)
+        except (ValueError, SyntaxError) as exc:
+            raise UserError(f"FINETUNE.GT_IDX must be a list of frame indices, not {gt_idx!r}") from exc
+    if isinstance(gt_idx, int):
+        gt_idx = [gt_idx]
+    if not isinstance(gt_idx, (list, tuple)) or not all(isinstance(i, int) and not isinstance(i, bool) for i in gt_idx):
+        raise UserError(f"FINETUNE.GT_IDX must be a list of integer frame indices, not {gt_idx!r}")
+    cfg.FINETUNE.GT_IDX = list(gt_idx)
+    if not isinstance(cfg.FINETUNE.DILATION, int) or cfg.FINETUNE.DILATION < 0:
+        raise UserError(f"FINETUNE.DILATION must be an integer >= 0, not {cfg.FINETUNE.DILATION!r}")

@@ -1,0 +1,1 @@
+"""Reading clips, keyframe trimaps and (for finetuning) sampling training clips."""

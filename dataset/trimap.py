@@ -1,0 +1,56 @@
+"""Trimaps: grey values <-> class labels <-> one-hot / probability images.
+
+Labels: 0 background, 1 unknown, 2 foreground. On disk a user trimap is grey with 0 background,
+255 foreground and anything else unknown; an ensembled trimap is written as 0 / 128 / 255.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+BACKGROUND, UNKNOWN, FOREGROUND = 0, 1, 2
+LABEL_GREY = np.array([0, 128, 255], dtype=np.uint8)
+
+
+def decode_trimap(grey: np.ndarray, dilation: int = 0) -> np.ndarray:
+    """Grey trimap (H x W uint8) -> labels (H x W uint8, 0/1/2).
+
+    ``v == 0`` background, ``v == 255`` foreground, anything else unknown. ``dilation = d > 0``
+    first widens the unknown band with an elliptical d x d structuring element.
+    """
+    labels = np.full(grey.shape, UNKNOWN, dtype=np.uint8)
+    labels[grey == 0] = BACKGROUND
+    labels[grey == 255] = FOREGROUND
+    if dilation > 0:
+        labels = dilate_unknown(labels, dilation)
+    return labels
+
+
+def dilate_unknown(labels: np.ndarray, dilation: int) -> np.ndarray:
+    """Widen the unknown band of a label map with an elliptical ``dilation x dilation`` kernel."""
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (dilation, dilation))
+    unknown = cv2.dilate((labels == UNKNOWN).astype(np.uint8), kernel, iterations=1)
+    out = labels.copy()
+    out[unknown > 0] = UNKNOWN
+    return out
+
+
+def encode_labels(labels: np.ndarray) -> np.ndarray:
+    """Labels (0/1/2) -> grey trimap (0/128/255), as ``ensemble.py`` writes it."""
+    return LABEL_GREY[labels]
+
+
+def labels_to_onehot(labels: np.ndarray) -> np.ndarray:
+    """Labels H x W -> one-hot 3 x H x W float32 ([bg, unknown, fg])."""
+    return (labels[None] == np.arange(3, dtype=labels.dtype)[:, None, None]).astype(np.float32)
+
+
+def probs_to_png(probs: np.ndarray) -> np.ndarray:
+    """Probabilities H x W x 3 [bg, unknown, fg] in [0, 1] -> ``uint8(floor(P * 255))``."""
+    return np.floor(np.clip(probs, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def png_to_probs(png: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`probs_to_png` up to the 1/255 quantisation: H x W x 3 float32."""
+    return png.astype(np.float32) / 255.0

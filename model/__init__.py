@@ -1,0 +1,1 @@
+"""The STM network and its checkpoints."""

@@ -1,0 +1,311 @@
+"""Space-time memory network (STM) for 3-class trimaps, as used by TCVOM's trimap generation.
+
+Module attribute names (``Encoder_M``, ``KV_M_r4``, ``Decoder.RF3.convFS`` ...) are the names of
+the published checkpoints and must not change: ``state_dict()`` matches
+``tests/fixtures/state_dict_keys.json`` exactly.
+
+Strides: f16 (res4 / r4, 1024 ch), f8 (res3 / r3, 512 ch), f4 (res2 / r2, 256 ch).
+Trimap classes: 0 background, 1 unknown, 2 foreground. Unknown and foreground are the two
+"objects" the network segments; background is derived by soft aggregation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.resnet import ResNet50Trunk
+
+NUM_CLASSES = 3
+OBJECTS = (1, 2)  # unknown, foreground
+KEY_DIM = 128
+VALUE_DIM = 512
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+NETWORK_STRIDE = 16
+
+
+@dataclass
+class MemoryEntry:
+    """Keys and values of one memorised frame, one row per object.
+
+    keys: O x 128 x h x w, values: O x 512 x h x w (h, w at stride 16 of the padded frame).
+    """
+
+    keys: torch.Tensor
+    values: torch.Tensor
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+    """Zero-pad the last two dims up to a multiple, centred (the extra pixel goes bottom/right).
+
+    Returns the padded tensor and (left, right, top, bottom).
+    """
+    height, width = x.shape[-2:]
+    pad_h = (-height) % multiple
+    pad_w = (-width) % multiple
+    pads = (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
+    if pad_h or pad_w:
+        x = F.pad(x, pads)
+    return x, pads
+
+
+def crop_padding(x: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tensor:
+    """Undo :func:`pad_to_multiple` on the last two dims."""
+    left, right, top, bottom = pads
+    height, width = x.shape[-2:]
+    return x[..., top : height - bottom, left : width - right]
+
+
+class _ImageNetNormalise(nn.Module):
+    """Holds the ``mean``/``std`` buffers every encoder of the checkpoint carries."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+    def normalise(self, frame: torch.Tensor) -> torch.Tensor:
+        return (frame - self.mean) / self.std
+
+
+class MemoryEncoder(_ImageNetNormalise):
+    """ResNet-50 trunk whose first conv also sees the object mask and the other objects' mask."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        trunk = ResNet50Trunk()
+        self.conv1_m = nn.Conv2d(1, 64, 7, stride=2, padding=3, bias=False)
+        self.conv1_o = nn.Conv2d(1, 64, 7, stride=2, padding=3, bias=False)
+        self.conv1 = trunk.conv1
+        self.bn1 = trunk.bn1
+        self.relu = trunk.relu
+        self.maxpool = trunk.maxpool
+        self.res2 = trunk.layer1
+        self.res3 = trunk.layer2
+        self.res4 = trunk.layer3
+
+    def forward(self, frame: torch.Tensor, mask: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+        """frame: B x 3 x H x W, mask/others: B x 1 x H x W -> r4: B x 1024 x H/16 x W/16."""
+        x = self.conv1(self.normalise(frame)) + self.conv1_m(mask) + self.conv1_o(others)
+        x = self.maxpool(self.relu(self.bn1(x)))  # f4, 64
+        return self.res4(self.res3(self.res2(x)))  # f16, 1024
+
+
+class QueryEncoder(_ImageNetNormalise):
+    """ResNet-50 trunk returning the f16, f8 and f4 features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        trunk = ResNet50Trunk()
+        self.conv1 = trunk.conv1
+        self.bn1 = trunk.bn1
+        self.relu = trunk.relu
+        self.maxpool = trunk.maxpool
+        self.res2 = trunk.layer1
+        self.res3 = trunk.layer2
+        self.res4 = trunk.layer3
+
+    def forward(self, frame: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """frame: B x 3 x H x W -> (r4: B x 1024 x f16, r3: B x 512 x f8, r2: B x 256 x f4)."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(self.normalise(frame)))))
+        r2 = self.res2(x)  # f4, 256
+        r3 = self.res3(r2)  # f8, 512
+        r4 = self.res4(r3)  # f16, 1024
+        return r4, r3, r2
+
+
+class KeyValue(nn.Module):
+    """3x3 key (128) and value (512) projections of the f16 features."""
+
+    def __init__(self, in_dim: int = 1024, key_dim: int = KEY_DIM, value_dim: int = VALUE_DIM) -> None:
+        super().__init__()
+        self.Key = nn.Conv2d(in_dim, key_dim, 3, padding=1)
+        self.Value = nn.Conv2d(in_dim, value_dim, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.Key(x), self.Value(x)
+
+
+class ResBlock(nn.Module):
+    """``x + conv2(relu(conv1(relu(x))))`` with 3x3 convs (same width in and out)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(dim, dim, 3, padding=1)
+        self.conv2 = nn.Conv2d(dim, dim, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+
+
+class Refine(nn.Module):
+    """Merge a skip connection with the upsampled coarser decoder state.
+
+    ``ResMM(ResFS(convFS(skip)) + up2(previous))``. The skip branch depends only on the query
+    frame, so :meth:`skip_branch` can be computed once and shared by every object.
+    """
+
+    def __init__(self, in_dim: int, dim: int) -> None:
+        super().__init__()
+        self.convFS = nn.Conv2d(in_dim, dim, 3, padding=1)
+        self.ResFS = ResBlock(dim)
+        self.ResMM = ResBlock(dim)
+
+    def skip_branch(self, skip: torch.Tensor) -> torch.Tensor:
+        return self.ResFS(self.convFS(skip))
+
+    def forward(self, skip: torch.Tensor, previous: torch.Tensor, skip_done: bool = False) -> torch.Tensor:
+        s = skip if skip_done else self.skip_branch(skip)
+        up = F.interpolate(previous, scale_factor=2, mode="bilinear", align_corners=False)
+        return self.ResMM(s + up)
+
+
+class Decoder(nn.Module):
+    """Memory read (f16, 1024) + query skips (f8, f4) -> 2-channel logits at full resolution."""
+
+    def __init__(self, dim: int = 256) -> None:
+        super().__init__()
+        self.convFM = nn.Conv2d(1024, dim, 3, padding=1)
+        self.ResMM = ResBlock(dim)
+        self.RF3 = Refine(512, dim)
+        self.RF2 = Refine(256, dim)
+        self.pred2 = nn.Conv2d(dim, 2, 3, padding=1)
+
+    def skip_branches(self, r3: torch.Tensor, r2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The object-independent part of the decoder: (RF3 skip: f8, RF2 skip: f4)."""
+        return self.RF3.skip_branch(r3), self.RF2.skip_branch(r2)
+
+    def forward(self, read: torch.Tensor, r3: torch.Tensor, r2: torch.Tensor, skips_done: bool = False) -> torch.Tensor:
+        """read: O x 1024 x f16; r3, r2: O (or 1, broadcast) x C x f8/f4, or their skip branches
+        when ``skips_done``. Returns O x 2 x H x W logits."""
+        m4 = self.ResMM(self.convFM(read))  # f16, 256
+        m3 = self.RF3(r3, m4, skips_done)  # f8, 256
+        m2 = self.RF2(r2, m3, skips_done)  # f4, 256
+        logits = self.pred2(F.relu(m2))  # f4, 2
+        return F.interpolate(logits, scale_factor=4, mode="bilinear", align_corners=False)
+
+
+def read_memory_naive(
+    mem_keys: torch.Tensor, mem_values: torch.Tensor, query_key: torch.Tensor, query_value: torch.Tensor
+) -> torch.Tensor:
+    """The published memory read: materialises the (T*h*w) x (h*w) affinity per object.
+
+    mem_keys: O x Ck x T x h x w, mem_values: O x Cv x T x h x w,
+    query_key: O x Ck x h x w, query_value: O x Cv x h x w -> O x 2Cv x h x w (read first).
+    """
+    objects, key_dim, steps, height, width = mem_keys.shape
+    value_dim = mem_values.shape[1]
+    mk = mem_keys.reshape(objects, key_dim, steps * height * width).transpose(1, 2)  # O, THW, Ck
+    qk = query_key.reshape(objects, key_dim, height * width)  # O, Ck, HW
+    affinity = torch.bmm(mk, qk) / math.sqrt(key_dim)  # O, THW, HW
+    affinity = F.softmax(affinity, dim=1)
+    mv = mem_values.reshape(objects, value_dim, steps * height * width)  # O, Cv, THW
+    read = torch.bmm(mv, affinity).view(objects, value_dim, height, width)
+    return torch.cat([read, query_value], dim=1)
+
+
+def read_memory_fused(
+    mem_keys: torch.Tensor, mem_values: torch.Tensor, query_key: torch.Tensor, query_value: torch.Tensor
+) -> torch.Tensor:
+    """Same result as :func:`read_memory_naive` through fused attention (no full affinity).
+
+    Shapes as in :func:`read_memory_naive`.
+    """
+    objects, key_dim, steps, height, width = mem_keys.shape
+    value_dim = mem_values.shape[1]
+    # SDPA wants B x heads x L x C: queries are the h*w query positions, keys the T*h*w memory.
+    q = query_key.reshape(objects, 1, key_dim, height * width).transpose(2, 3)  # O,1,HW,Ck
+    k = mem_keys.reshape(objects, 1, key_dim, steps * height * width).transpose(2, 3)  # O,1,THW,Ck
+    v = mem_values.reshape(objects, 1, value_dim, steps * height * width).transpose(2, 3)
+    read = F.scaled_dot_product_attention(q, k, v)  # O, 1, HW, Cv
+    read = read.transpose(2, 3).reshape(objects, value_dim, height, width)
+    return torch.cat([read.to(query_value.dtype), query_value], dim=1)
+
+
+MEMORY_READS = {"naive": read_memory_naive, "fused": read_memory_fused}
+
+
+def soft_aggregate(object_probs: torch.Tensor) -> torch.Tensor:
+    """Per-object foreground probabilities -> 3-class logits.
+
+    object_probs: O x H x W -> 1 x (O + 1) x H x W, where class 0 (background) is
+    ``prod(1 - p_o)``; probabilities are clamped to [1e-7, 1 - 1e-7] before ``log(P / (1 - P))``.
+    """
+    background = torch.prod(1 - object_probs, dim=0, keepdim=True)
+    probs = torch.cat([background, object_probs], dim=0).unsqueeze(0)
+    probs = torch.clamp(probs, 1e-7, 1 - 1e-7)
+    return torch.log(probs / (1 - probs))
+
+
+class STM(nn.Module):
+    """Space-time memory network with named ``memorize`` and ``segment`` steps.
+
+    Args:
+        memory_read: "naive" (the published read, the fp32 reference) or "fused"
+            (scaled_dot_product_attention; same numbers up to rounding, memory flat in T).
+        share_skips: compute the decoder's skip branches once per frame instead of once per
+            object (the published code repeats them; the result is the same).
+    """
+
+    def __init__(self, memory_read: str = "naive", share_skips: bool = False) -> None:
+        super().__init__()
+        self.Encoder_M = MemoryEncoder()
+        self.Encoder_Q = QueryEncoder()
+        self.KV_M_r4 = KeyValue()
+        self.KV_Q_r4 = KeyValue()
+        self.Decoder = Decoder(256)
+        self.memory_read = memory_read
+        self.share_skips = share_skips
+
+    @property
+    def memory_read(self) -> str:
+        return self._memory_read
+
+    @memory_read.setter
+    def memory_read(self, name: str) -> None:
+        if name not in MEMORY_READS:
+            raise ValueError(f"memory_read must be one of {sorted(MEMORY_READS)}, not {name!r}")
+        self._memory_read = name
+
+    def memorize(self, frame: torch.Tensor, probs: torch.Tensor) -> MemoryEntry:
+        """Encode one frame with its 3-class probabilities into a memory entry.
+
+        frame: 1 x 3 x H x W (ImageNet-normalised), probs: 1 x 3 x H x W [bg, unknown, fg].
+        Each object is encoded with ``mask = P(object)`` and ``others = clamp(P(other), 0, 1)``.
+        """
+        frame, _ = pad_to_multiple(frame, NETWORK_STRIDE)
+        probs, _ = pad_to_multiple(probs, NETWORK_STRIDE)
+        object_probs = probs[0, list(OBJECTS)]  # O, H, W
+        masks = object_probs.unsqueeze(1)  # O, 1, H, W
+        others = torch.clamp(object_probs.sum(0, keepdim=True) - object_probs, 0, 1).unsqueeze(1)
+        frames = frame.expand(len(OBJECTS), -1, -1, -1)
+        r4 = self.Encoder_M(frames, masks, others)  # O, 1024, f16
+        keys, values = self.KV_M_r4(r4)
+        return MemoryEntry(keys, values)
+
+    def segment(self, frame: torch.Tensor, mem_keys: torch.Tensor, mem_values: torch.Tensor) -> torch.Tensor:
+        """Segment a query frame against the memory.
+
+        frame: 1 x 3 x H x W; mem_keys: O x 128 x T x h x w; mem_values: O x 512 x T x h x w.
+        Returns 1 x 3 x H x W aggregated logits (softmax over dim 1 gives the prediction).
+        """
+        frame, pads = pad_to_multiple(frame, NETWORK_STRIDE)
+        r4, r3, r2 = self.Encoder_Q(frame)
+        key, value = self.KV_Q_r4(r4)  # 1 x 128 / 512 x f16
+        objects = mem_keys.shape[0]
+        read = MEMORY_READS[self.memory_read](
+            mem_keys, mem_values, key.expand(objects, -1, -1, -1), value.expand(objects, -1, -1, -1)
+        )  # O, 1024, f16
+        if self.share_skips:
+            # The skip branches see only the query frame: compute them once for all objects.
+            skip3, skip2 = self.Decoder.skip_branches(r3, r2)
+            logits = self.Decoder(read, skip3, skip2, skips_done=True)  # O, 2, H, W
+        else:
+            logits = self.Decoder(read, r3.expand(objects, -1, -1, -1), r2.expand(objects, -1, -1, -1))
+        object_probs = F.softmax(logits, dim=1)[:, 1]  # O, H, W
+        return crop_padding(soft_aggregate(object_probs), pads)

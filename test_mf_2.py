@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Propagate a clip's keyframe trimaps to every frame, forward and backward, part by part.
+
+usage: test_mf_2.py --cfg clip.yaml --load ckpt.pth --save results [--mem_every N]
+                    [--max_memory M] [--device auto|cpu|cuda|cuda:N|mps] [KEY VALUE ...]
+
+Writes <save>/<clip>_mem<N>/part<k>/<stem>_tri.png (3-class probabilities, 8-bit) and conf.json;
+fuse them with ensemble.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from config import load_config
+from dataset.clip import scan_clip
+from model.checkpoint import load_checkpoint
+from model.stm import STM
+from utils.device import prepare_device, resolve_device
+from utils.errors import UserError, run_cli
+from utils.inference import PropagationOptions, check_memory_options, propagate_clip
+from utils.io import ensure_writable_dir
+from utils.logs import setup_logging
+
+log = logging.getLogger("test_mf_2")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cfg", required=True, help="the clip's yaml config (DATASET.PATH etc.)")
+    parser.add_argument("--load", required=True, help="STM checkpoint to propagate with")
+    parser.add_argument("--save", required=True, help="output folder for the result folders")
+    parser.add_argument(
+        "--mem_every", type=int, default=5, help="keep every N-th frame in memory (0: from --max_memory)"
+    )
+    parser.add_argument("--max_memory", type=int, default=None, help="at most M non-keyframe entries in memory")
+    parser.add_argument("--n_threads", type=int, default=1, help="background threads reading frames / writing PNGs")
+    parser.add_argument(
+        "--gpu", type=int, default=None, help="CUDA device index (published flag; same as --device cuda:N)"
+    )
+    parser.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda, cuda:N, mps")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    setup_logging()
+    check_memory_options(args.mem_every, args.max_memory)
+    if args.n_threads < 0:
+        raise UserError(f"--n_threads {args.n_threads}: must be >= 0")
+    cfg = load_config(args.cfg, args.opts)
+    clip = scan_clip(cfg.DATASET.PATH, cfg.FINETUNE.GT_IDX)
+    save = Path(args.save)
+    if save.resolve() == clip.path.resolve() or clip.path.resolve() in save.resolve().parents:
+        raise UserError(f"--save {save} is inside the clip folder {clip.path}; write results somewhere else")
+    ensure_writable_dir(save, "--save")
+    device = resolve_device(args.device, args.gpu)
+    prepare_device(device, cfg.SYSTEM.CUDNN_BENCHMARK)
+    model = STM()
+    load_checkpoint(model, args.load)
+    model.eval().to(device)
+    options = PropagationOptions(
+        mem_every=args.mem_every,
+        max_memory=args.max_memory,
+        n_threads=args.n_threads,
+        dilation=cfg.FINETUNE.DILATION,
+    )
+    result = propagate_clip(model, clip, save, options, device)
+    log.info("done: %s (fuse with: python ensemble.py --predroot %s --dataroot %s)", result, save, clip.path.parent)
+
+
+if __name__ == "__main__":
+    run_cli(main)

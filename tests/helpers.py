@@ -1,0 +1,85 @@
+"""Shared test helpers: running the scripts, writing configs, comparing result folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "tests" / "fixtures"
+
+# Tolerances of the shared parity comparison (../shared/parity/compare.py).
+TOL_LEVELS = 2
+MIN_WITHIN = 0.999
+MAX_MEAN = 0.25
+CLEAR_MARGIN = 8.0
+
+
+def run_script(
+    script: str, *args: object, timeout: float = 600, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """Run one of the repository's scripts with this interpreter; output captured as text."""
+    full_env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, str(REPO / script), *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )
+
+
+def write_cfg(path: Path, dataset_path: Path, extra: str = "") -> Path:
+    path.write_text(f"DATASET:\n  PATH: '{dataset_path}'\n{extra}")
+    return path
+
+
+def compare_results(expected: Path, actual: Path) -> list[str]:
+    """Problems between two <clip>_mem<N> folders, with the shared parity tolerances."""
+    problems = []
+    conf_e = json.loads((expected / "conf.json").read_text())
+    conf_a = json.loads((actual / "conf.json").read_text())
+    if len(conf_e) != len(conf_a):
+        problems.append(f"conf.json: {len(conf_a)} parts, expected {len(conf_e)}")
+    for k, (ce, ca) in enumerate(zip(conf_e, conf_a)):
+        if sorted(ce) != sorted(ca) or any(abs(ce[s] - ca[s]) > 1e-6 for s in ce):
+            problems.append(f"conf.json part {k} differs")
+    files_e = sorted(p.relative_to(expected) for p in expected.glob("part*/*_tri.png"))
+    files_a = sorted(p.relative_to(actual) for p in actual.glob("part*/*_tri.png"))
+    if files_e != files_a:
+        problems.append(f"part files differ: {set(files_e) ^ set(files_a)}")
+    for rel in set(files_e) & set(files_a):
+        e = cv2.imread(str(expected / rel), cv2.IMREAD_UNCHANGED).astype(np.int16)
+        a = cv2.imread(str(actual / rel), cv2.IMREAD_UNCHANGED)
+        if a is None or a.shape != e.shape or a.dtype != np.uint8:
+            problems.append(f"{rel}: unreadable or wrong shape/dtype")
+            continue
+        d = np.abs(a.astype(np.int16) - e)
+        if (d <= TOL_LEVELS).mean() < MIN_WITHIN or d.mean() > MAX_MEAN:
+            problems.append(f"{rel}: mean |diff| {d.mean():.3f}, max {d.max()}")
+    for ens_e in sorted(expected.glob("ensemble/*_trimap.png")):
+        stem = ens_e.name[: -len("_trimap.png")]
+        e = cv2.imread(str(ens_e), cv2.IMREAD_GRAYSCALE)
+        a = cv2.imread(str(actual / "ensemble" / ens_e.name), cv2.IMREAD_GRAYSCALE)
+        if a is None or a.shape != e.shape:
+            problems.append(f"ensemble/{ens_e.name}: missing or wrong shape")
+            continue
+        parts = [
+            (cv2.imread(str(expected / f"part{k}" / f"{stem}_tri.png")).astype(np.float64), part[stem])
+            for k, part in enumerate(conf_e)
+            if stem in part
+        ]
+        scores = parts[0][0] if len(parts) == 1 else sum(p * w for p, w in parts)
+        top = np.sort(scores, axis=2)
+        clear = (top[..., 2] - top[..., 1]) > CLEAR_MARGIN
+        if ((a != e) & clear).any():
+            problems.append(f"ensemble/{ens_e.name}: {int(((a != e) & clear).sum())} clear-cut labels differ")
+    return problems

@@ -1,0 +1,133 @@
+"""The STM network: checkpoint names, loading, padding, memory read, aggregation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from helpers import FIXTURES
+
+from model.checkpoint import load_checkpoint
+from model.stm import STM, crop_padding, pad_to_multiple, read_memory_fused, read_memory_naive, soft_aggregate
+from model.weights import parity_state_dict
+from utils.errors import UserError
+
+
+def test_state_dict_has_the_published_names_shapes_and_dtypes():
+    spec = json.loads((FIXTURES / "state_dict_keys.json").read_text())
+    state = STM().state_dict()
+    assert list(state) == [name for name, _, _ in spec]
+    for name, shape, dtype in spec:
+        assert list(state[name].shape) == shape, name
+        assert str(state[name].dtype) == f"torch.{dtype}", name
+
+
+@pytest.fixture(scope="module")
+def weights():
+    return parity_state_dict(STM())
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda sd: sd,
+        lambda sd: {f"module.{k}": v for k, v in sd.items()},
+        lambda sd: {"state_dict": sd, "epoch": 150},
+        lambda sd: {"state_dict": {f"module.{k}": v for k, v in sd.items()}},
+    ],
+    ids=["plain", "module-prefix", "state_dict", "state_dict+module"],
+)
+def test_checkpoint_formats_load(tmp_path, weights, wrap):
+    torch.save(wrap(weights), tmp_path / "w.pth")
+    model = STM()
+    load_checkpoint(model, tmp_path / "w.pth")
+    assert all(torch.equal(model.state_dict()[k], weights[k]) for k in weights)
+
+
+def test_old_checkpoints_without_batchnorm_counters_load(tmp_path, weights):
+    torch.save({k: v for k, v in weights.items() if "num_batches_tracked" not in k}, tmp_path / "w.pth")
+    load_checkpoint(STM(), tmp_path / "w.pth")
+
+
+def test_missing_tensors_are_named_and_refused(tmp_path, weights):
+    partial = {k: v for k, v in weights.items() if not k.startswith("Decoder.pred2")}
+    torch.save(partial, tmp_path / "w.pth")
+    with pytest.raises(UserError, match=r"2 tensors missing \(Decoder.pred2.weight, Decoder.pred2.bias\)"):
+        load_checkpoint(STM(), tmp_path / "w.pth")
+
+
+def test_shape_mismatches_are_named(tmp_path, weights):
+    bad = dict(weights)
+    bad["KV_M_r4.Key.weight"] = torch.zeros(64, 1024, 3, 3)
+    torch.save(bad, tmp_path / "w.pth")
+    with pytest.raises(UserError, match=r"KV_M_r4.Key.weight: \(64, 1024, 3, 3\) != \(128, 1024, 3, 3\)"):
+        load_checkpoint(STM(), tmp_path / "w.pth")
+
+
+def test_unexpected_tensors_are_reported_and_ignored(tmp_path, weights):
+    extra = dict(weights)
+    extra["Decoder.pred3.weight"] = torch.zeros(1)
+    torch.save(extra, tmp_path / "w.pth")
+    report = load_checkpoint(STM(), tmp_path / "w.pth")
+    assert report.unexpected == ["Decoder.pred3.weight"]
+
+
+def test_a_file_that_is_not_a_checkpoint_is_a_user_error(tmp_path):
+    (tmp_path / "w.pth").write_text("not a checkpoint")
+    with pytest.raises(UserError, match="not a readable PyTorch file"):
+        load_checkpoint(STM(), tmp_path / "w.pth")
+    with pytest.raises(UserError, match="does not exist"):
+        load_checkpoint(STM(), tmp_path / "missing.pth")
+
+
+def test_padding_to_16_is_centred_and_cropped_back():
+    x = torch.arange(5 * 7, dtype=torch.float32).view(1, 1, 5, 7)
+    padded, pads = pad_to_multiple(x, 16)
+    assert padded.shape == (1, 1, 16, 16)
+    assert pads == (4, 5, 5, 6)  # left, right, top, bottom: the odd pixel goes right/bottom
+    assert torch.equal(crop_padding(padded, pads), x)
+
+
+def test_fused_memory_read_matches_the_naive_read():
+    g = torch.Generator().manual_seed(0)
+    mk = torch.randn(2, 128, 3, 4, 5, generator=g)
+    mv = torch.randn(2, 512, 3, 4, 5, generator=g)
+    qk = torch.randn(2, 128, 4, 5, generator=g)
+    qv = torch.randn(2, 512, 4, 5, generator=g)
+    naive = read_memory_naive(mk, mv, qk, qv)
+    assert naive.shape == (2, 1024, 4, 5)
+    assert torch.equal(naive[:, 512:], qv)
+    torch.testing.assert_close(read_memory_fused(mk, mv, qk, qv), naive, rtol=1e-5, atol=1e-5)
+
+
+def test_soft_aggregation():
+    ps = torch.tensor([[[0.2]], [[0.6]]])  # unknown, fg
+    probs = torch.softmax(soft_aggregate(ps), dim=1)[0, :, 0, 0]
+    odds = torch.tensor([0.8 * 0.4 / (1 - 0.32), 0.2 / 0.8, 0.6 / 0.4])
+    torch.testing.assert_close(probs, odds / odds.sum())
+
+
+def test_sharing_decoder_skips_gives_the_same_logits(parity_model):
+    frame = torch.randn(1, 3, 64, 80)
+    probs = torch.softmax(torch.randn(1, 3, 64, 80), dim=1)
+    with torch.inference_mode():
+        entry = parity_model.memorize(frame, probs)
+        keys, values = entry.keys.unsqueeze(2), entry.values.unsqueeze(2)
+        parity_model.share_skips = False
+        reference = parity_model.segment(frame, keys, values)
+        parity_model.share_skips = True
+        shared = parity_model.segment(frame, keys, values)
+        parity_model.share_skips = False
+    # the same sums in another batch layout: equal up to float rounding, compared as probabilities
+    torch.testing.assert_close(torch.softmax(shared, 1), torch.softmax(reference, 1), rtol=0, atol=1e-3)
+    assert reference.shape == (1, 3, 64, 80)
+
+
+def test_segment_handles_sizes_that_are_not_multiples_of_16(parity_model):
+    frame = torch.randn(1, 3, 37, 51)
+    with torch.inference_mode():
+        entry = parity_model.memorize(frame, torch.softmax(torch.randn(1, 3, 37, 51), dim=1))
+        logits = parity_model.segment(frame, entry.keys.unsqueeze(2), entry.values.unsqueeze(2))
+    assert logits.shape == (1, 3, 37, 51)
+    assert torch.isfinite(logits).all()

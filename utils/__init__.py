@@ -1,0 +1,1 @@
+"""Library code behind the three scripts: parts plan, memory bank, propagation, ensemble, I/O."""

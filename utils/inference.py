@@ -1,0 +1,151 @@
+"""``test_mf_2.py`` as a library: propagate a clip's keyframes and write the part PNGs."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from dataset.clip import Clip, check_sizes, read_trimap, trimap_warnings
+from dataset.trimap import probs_to_png
+from model.stm import STM
+from utils.errors import UserError
+from utils.io import BackgroundWriter, atomic_write_json, atomic_write_png
+from utils.plan import Part, derive_mem_every, part_confidence, plan_parts
+from utils.propagate import FrameSource, Propagator, keyframe_probs, probs_to_image
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PropagationOptions:
+    """How to propagate.
+
+    mem_every: as given on the command line (0: derived from max_memory); names the folder.
+    max_memory: bound on non-fixed memory entries, or None.
+    n_threads: background threads for reading frames and writing PNGs (0: inline).
+    dilation: FINETUNE.DILATION applied to the keyframe trimaps.
+    """
+
+    mem_every: int = 5
+    max_memory: int | None = None
+    n_threads: int = 1
+    dilation: int = 0
+
+
+def check_memory_options(mem_every: int, max_memory: int | None) -> None:
+    """UserError for a memory schedule the spec rejects."""
+    if mem_every < 0:
+        raise UserError(f"--mem_every {mem_every}: must be >= 0 (0 means: derive it from --max_memory)")
+    if max_memory is not None and max_memory < 1:
+        raise UserError(f"--max_memory {max_memory}: must be >= 1 (or leave it out for no bound)")
+    if mem_every == 0 and max_memory is None:
+        raise UserError("--mem_every 0 needs --max_memory M (then every ceil(N / M)-th frame is kept)")
+
+
+def result_dir_name(clip: Clip, mem_every: int) -> str:
+    return f"{clip.name}_mem{mem_every}"
+
+
+def _clear_stale(result_dir: Path, parts: list[Part], clip: Clip) -> None:
+    """Remove what an earlier run into the same folder left that this run will not rewrite."""
+    conf = result_dir / "conf.json"
+    if conf.exists():
+        conf.unlink()  # rewritten at the end; its absence marks an unfinished run
+    for part_dir in result_dir.glob("part*"):
+        suffix = part_dir.name[len("part") :]
+        if not (part_dir.is_dir() and suffix.isdigit()):
+            continue
+        k = int(suffix)
+        keep = {f"{clip.stems[f]}_tri.png" for f in parts[k].frames} if k < len(parts) else set()
+        for png in part_dir.glob("*_tri.png"):
+            if png.name not in keep:
+                png.unlink()
+        for tmp in part_dir.glob(".*.tmp"):
+            tmp.unlink()
+        if k >= len(parts) and not any(part_dir.iterdir()):
+            part_dir.rmdir()
+
+
+def propagate_clip(
+    model: STM,
+    clip: Clip,
+    save_root: Path,
+    options: PropagationOptions,
+    device: torch.device,
+    autocast=None,
+    part_indices: list[int] | None = None,
+    write_conf: bool = True,
+) -> Path:
+    """Propagate every part of ``clip`` and write ``<save>/<clip>_mem<M>/part<k>/<stem>_tri.png``
+    and ``conf.json``. Returns the result folder.
+
+    part_indices: run only these parts (for sharing parts among processes); conf.json is
+    written only when ``write_conf``.
+    """
+    check_memory_options(options.mem_every, options.max_memory)
+    height, width = check_sizes(clip)
+    parts = plan_parts(clip.keyframe_indices, len(clip))
+    if not parts:
+        raise UserError(f"{clip.path} has a single frame and it is the keyframe: there is nothing to propagate")
+    mem_every = derive_mem_every(options.mem_every, options.max_memory, len(clip))
+    result_dir = save_root / result_dir_name(clip, options.mem_every)
+    result_dir.mkdir(parents=True, exist_ok=True)
+    if part_indices is None:
+        part_indices = list(range(len(parts)))
+    if write_conf:
+        _clear_stale(result_dir, parts, clip)
+
+    keyframes = {}
+    for k in clip.keyframe_indices:
+        labels = read_trimap(clip.trimap_path(k), options.dilation)
+        keyframes[k] = keyframe_probs(labels)
+        problems = trimap_warnings(labels)
+        if problems:
+            log.warning("keyframe %s has %s", clip.trimap_path(k), " and ".join(problems))
+    log.info(
+        "%s: %d frames of %dx%d, keyframes %s, %d parts, mem_every %d, max_memory %s",
+        clip.path,
+        len(clip),
+        width,
+        height,
+        clip.keyframe_indices,
+        len(parts),
+        mem_every,
+        options.max_memory,
+    )
+    frames = FrameSource(clip, device, workers=min(options.n_threads, 2))
+    writer = BackgroundWriter(workers=1 if options.n_threads > 0 else 0)
+    propagator = Propagator(model, frames, keyframes, mem_every, options.max_memory, autocast)
+    total = sum(len(parts[k]) for k in part_indices)
+    start = time.perf_counter()
+    try:
+        with tqdm(total=total, desc=clip.name, unit="frame", dynamic_ncols=True) as bar:
+            for k in part_indices:
+                part = parts[k]
+                part_dir = result_dir / f"part{k}"
+                part_dir.mkdir(exist_ok=True)
+                bar.set_postfix_str(f"part {k + 1}/{len(parts)}")
+                for step in propagator.run_part(part):
+                    image = probs_to_png(probs_to_image(step.probs, height, width))
+                    writer.submit(atomic_write_png, part_dir / f"{clip.stems[step.frame]}_tri.png", image)
+                    bar.update(1)
+                writer.flush()
+    finally:
+        writer.close()
+        frames.close()
+    elapsed = time.perf_counter() - start
+    log.info("%d frames in %.1f s (%.2f frames/s) -> %s", total, elapsed, total / max(elapsed, 1e-9), result_dir)
+    if write_conf:
+        write_conf_json(result_dir, parts, clip)
+    return result_dir
+
+
+def write_conf_json(result_dir: Path, parts: list[Part], clip: Clip) -> None:
+    """conf.json: one dict per part, ``{stem: 1 - i / part_length}`` in visiting order."""
+    conf = [{clip.stems[f]: weight for f, weight in zip(part.frames, part_confidence(part))} for part in parts]
+    atomic_write_json(result_dir / "conf.json", conf)

@@ -1,0 +1,78 @@
+"""The memory bank of one propagation part: fixed keyframes, kept frames, one temporary frame."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import torch
+
+from model.stm import MemoryEntry
+
+Entry = TypeVar("Entry")
+
+
+@dataclass
+class Slot(Generic[Entry]):
+    """A memorised frame: its frame index (for logs and tests) and its keys/values."""
+
+    frame: Hashable
+    entry: Entry
+
+
+class MemoryBank(Generic[Entry]):
+    """Memory entries in read order: fixed, then kept (oldest first), then temporary.
+
+    - fixed: the part's keyframes, never dropped.
+    - kept: predicted frames kept for good, FIFO. After segmenting local frame i, the temporary
+      entry is kept if ``(i - 1) % mem_every == 0``; then, if ``len(kept) == max_memory``, the
+      oldest kept entry is dropped. So ``len(kept) < max_memory`` between steps, and a read sees
+      the fixed entries plus at most ``max_memory`` others (``max_memory - 1`` kept and the
+      temporary one). With ``max_memory`` None, kept grows without bound.
+    - temporary: the previous frame with its prediction, replaced every step.
+
+    Args:
+        fixed: the keyframe slots, in memory order.
+        mem_every: keep every mem_every-th predicted frame (>= 1).
+        max_memory: bound on non-fixed entries a read sees (>= 1), or None.
+    """
+
+    def __init__(self, fixed: list[Slot[Entry]], mem_every: int, max_memory: int | None = None) -> None:
+        if mem_every < 1:
+            raise ValueError(f"mem_every must be >= 1, not {mem_every}")
+        if max_memory is not None and max_memory < 1:
+            raise ValueError(f"max_memory must be >= 1, not {max_memory}")
+        self.fixed = list(fixed)
+        self.kept: deque[Slot[Entry]] = deque()
+        self.temporary: Slot[Entry] | None = None
+        self.mem_every = mem_every
+        self.max_memory = max_memory
+
+    def set_temporary(self, slot: Slot[Entry]) -> None:
+        """Memorise the previous frame for the next read (replaces the last temporary entry)."""
+        self.temporary = slot
+
+    def slots(self) -> list[Slot[Entry]]:
+        """All entries in read order: fixed, kept (oldest first), temporary."""
+        temporary = [self.temporary] if self.temporary is not None else []
+        return self.fixed + list(self.kept) + temporary
+
+    def frames(self) -> list[Hashable]:
+        return [slot.frame for slot in self.slots()]
+
+    def after_segment(self, local_index: int) -> None:
+        """Bookkeeping after segmenting the part's frame ``local_index`` (>= 1)."""
+        if (local_index - 1) % self.mem_every == 0 and self.temporary is not None:
+            self.kept.append(self.temporary)
+            self.temporary = None
+        if self.max_memory is not None and len(self.kept) == self.max_memory:
+            self.kept.popleft()
+
+
+def stack_entries(entries: list[MemoryEntry]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Memory entries -> (keys: O x 128 x T x h x w, values: O x 512 x T x h x w)."""
+    keys = torch.stack([e.keys for e in entries], dim=2)
+    values = torch.stack([e.values for e in entries], dim=2)
+    return keys, values

@@ -1,0 +1,71 @@
+"""The parts plan: which frames each propagation part visits, from which keyframes.
+
+Pure functions, no network: see spec section 5.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Part:
+    """One propagation pass.
+
+    frames: frame indices in visiting order; ``frames[0]`` is the part's starting keyframe.
+    fixed: keyframe indices held in memory for the whole part, in memory order.
+    """
+
+    frames: tuple[int, ...]
+    fixed: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    def start(self) -> int:
+        return self.frames[0]
+
+
+def plan_parts(keyframes: Sequence[int], num_frames: int) -> list[Part]:
+    """Parts for a clip of ``num_frames`` frames with the given keyframe indices.
+
+    In order: the head (g0 back to 0, if g0 > 0); for each consecutive pair (ga, gb) forward
+    ga..gb-1 then backward gb..ga+1 (fixed memory ga, gb); the tail (gk to the end, if gk < N-1).
+    Adjacent keyframes give two one-frame parts, each holding only its keyframe.
+    """
+    if num_frames < 1:
+        raise ValueError("a clip needs at least one frame")
+    keys = sorted(set(keyframes))
+    if not keys:
+        raise ValueError("at least one keyframe is needed")
+    if keys[0] < 0 or keys[-1] >= num_frames:
+        raise ValueError(f"keyframes {keys} out of range for {num_frames} frames")
+    parts = []
+    if keys[0] > 0:
+        parts.append(Part(tuple(range(keys[0], -1, -1)), (keys[0],)))
+    for first, second in zip(keys, keys[1:]):
+        parts.append(Part(tuple(range(first, second)), (first, second)))
+        backward = tuple(range(second, first, -1))
+        parts.append(Part(backward, (first, second)))
+    if keys[-1] < num_frames - 1:
+        parts.append(Part(tuple(range(keys[-1], num_frames)), (keys[-1],)))
+    return parts
+
+
+def part_confidence(part: Part) -> list[float]:
+    """Ensemble weights of a part's frames in visiting order: ``1 - i / part_length``."""
+    return [1 - i / len(part) for i in range(len(part))]
+
+
+def derive_mem_every(mem_every: int, max_memory: int | None, num_frames: int) -> int:
+    """``--mem_every 0 --max_memory M`` means every ``ceil(N / M)`` frames (N: frames in the clip)."""
+    if mem_every < 0:
+        raise ValueError("mem_every must be >= 0")
+    if mem_every > 0:
+        return mem_every
+    if not max_memory:
+        raise ValueError("mem_every 0 needs max_memory")
+    return max(1, math.ceil(num_frames / max_memory))

@@ -1,0 +1,164 @@
+"""Propagating keyframe trimaps through a clip, part by part (spec section 5)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dataset.clip import Clip, read_frame
+from dataset.prepare import frame_to_tensor, pad_reflect
+from dataset.trimap import labels_to_onehot
+from model.stm import STM, MemoryEntry
+from utils.memory_bank import MemoryBank, Slot, stack_entries
+from utils.plan import Part
+
+log = logging.getLogger(__name__)
+
+
+class FrameSource:
+    """Network inputs of a clip's frames (1 x 3 x Hp x Wp, reflect-padded to a multiple of 32).
+
+    Frames are read and prepared on ``workers`` background threads ahead of use
+    (:meth:`prefetch`); a few recent ones are cached, since each frame is used twice in a row
+    (as query, then as memory).
+    """
+
+    def __init__(self, clip: Clip, device: torch.device, workers: int = 1, cache_size: int = 6) -> None:
+        self.clip = clip
+        self.device = device
+        self.cache_size = cache_size
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="frames") if workers > 0 else None
+        self._futures: OrderedDict[int, Future | torch.Tensor] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _load(self, index: int) -> torch.Tensor:
+        return pad_reflect(frame_to_tensor(read_frame(self.clip.frame_path(index))))
+
+    def prefetch(self, indices: list[int]) -> None:
+        """Start loading these frames (no-op without workers or when already loaded)."""
+        if self._pool is None:
+            return
+        with self._lock:
+            for index in indices:
+                if index not in self._futures:
+                    self._futures[index] = self._pool.submit(self._load, index)
+            self._trim()
+
+    def _trim(self) -> None:
+        while len(self._futures) > self.cache_size + 4:
+            self._futures.popitem(last=False)
+
+    def get(self, index: int) -> torch.Tensor:
+        with self._lock:
+            item = self._futures.get(index)
+        if item is None:
+            item = self._load(index)
+        elif isinstance(item, Future):
+            item = item.result()
+        with self._lock:
+            self._futures[index] = item
+            self._futures.move_to_end(index)
+            self._trim()
+        return item.to(self.device, non_blocking=True)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def keyframe_probs(labels: np.ndarray) -> torch.Tensor:
+    """A keyframe's labels (H x W) -> one-hot 1 x 3 x Hp x Wp, reflect-padded like its frame."""
+    return pad_reflect(torch.from_numpy(labels_to_onehot(labels)).unsqueeze(0))
+
+
+@dataclass
+class PartStep:
+    """One frame's result: the part's local index i, the frame index and 1 x 3 x Hp x Wp probs."""
+
+    local_index: int
+    frame: int
+    probs: torch.Tensor
+
+
+class Propagator:
+    """Runs parts of one clip with one model; keyframe memories are encoded once per run.
+
+    Args:
+        model: the STM, in eval mode, on ``frames.device``.
+        frames: where frames come from.
+        keyframes: keyframe index -> one-hot probabilities (1 x 3 x Hp x Wp) on any device.
+        mem_every, max_memory: the memory schedule (see MemoryBank).
+        autocast: a context factory for reduced precision, or None for fp32.
+    """
+
+    def __init__(
+        self,
+        model: STM,
+        frames: FrameSource,
+        keyframes: dict[int, torch.Tensor],
+        mem_every: int,
+        max_memory: int | None,
+        autocast: Callable | None = None,
+    ) -> None:
+        self.model = model
+        self.frames = frames
+        self.keyframes = {k: v.to(frames.device) for k, v in keyframes.items()}
+        self.mem_every = mem_every
+        self.max_memory = max_memory
+        self.autocast = autocast
+        self._fixed: dict[int, MemoryEntry] = {}
+
+    def _memorize(self, index: int, probs: torch.Tensor) -> MemoryEntry:
+        with self._precision():
+            return self.model.memorize(self.frames.get(index), probs)
+
+    def _precision(self):
+        return self.autocast() if self.autocast is not None else _null_context()
+
+    def fixed_entry(self, index: int) -> MemoryEntry:
+        if index not in self._fixed:
+            self._fixed[index] = self._memorize(index, self.keyframes[index])
+        return self._fixed[index]
+
+    @torch.inference_mode()
+    def run_part(self, part: Part) -> Iterator[PartStep]:
+        """Yield the part's frames in visiting order with their probabilities."""
+        self.frames.prefetch(list(part.frames[:3]) + list(part.fixed))
+        bank: MemoryBank[MemoryEntry] = MemoryBank(
+            [Slot(k, self.fixed_entry(k)) for k in part.fixed], self.mem_every, self.max_memory
+        )
+        previous = self.keyframes[part.start]
+        yield PartStep(0, part.start, previous)
+        for i in range(1, len(part)):
+            frame_index = part.frames[i]
+            self.frames.prefetch(list(part.frames[i : i + 3]))
+            if i >= 2:
+                bank.set_temporary(Slot(part.frames[i - 1], self._memorize(part.frames[i - 1], previous)))
+            keys, values = stack_entries([slot.entry for slot in bank.slots()])
+            with self._precision():
+                logits = self.model.segment(self.frames.get(frame_index), keys, values)
+            probs = F.softmax(logits.float(), dim=1)
+            bank.after_segment(i)
+            yield PartStep(i, frame_index, probs)
+            previous = probs
+
+
+class _null_context:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *args: object) -> None:
+        return None
+
+
+def probs_to_image(probs: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """1 x 3 x Hp x Wp probabilities -> H x W x 3 float32 numpy, cropped to the frame."""
+    return probs[0, :, :height, :width].permute(1, 2, 0).float().cpu().numpy()
