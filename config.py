@@ -33,6 +33,7 @@ _C.FINETUNE.VIDEO = ""
 _C.FINETUNE.GT_IDX = []  # keyframe indices into the sorted frames; empty: every trimap file
 _C.FINETUNE.SAVE_FREQ = 1000  # save a checkpoint every N steps; -1: only at the end
 _C.FINETUNE.DILATION = 0  # > 0: widen the unknown band with an elliptical d x d kernel
+_C.FINETUNE.MIN_UNKNOWN_PIXELS = 400  # new: each training crop holds at least this many unknown pixels
 
 _C.TRAIN = CfgNode()
 _C.TRAIN.UNKNOWN_WEIGHT = 5.0  # cross-entropy weight of the unknown class

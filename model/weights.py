@@ -53,16 +53,15 @@ def parity_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: parity_tensor(name, tuple(tensor.shape), tensor.dtype) for name, tensor in model.state_dict().items()}
 
 
-def trainable_random_init(model: nn.Module, residual_scale: float = 0.1, seed: int | None = None) -> None:
+def trainable_random_init(model: nn.Module, residual_scale: float = 0.1) -> None:
     """A random start that finetuning can learn from with frozen batch norm.
 
     PyTorch's default initialisation with batch norm frozen at identity statistics makes the
     50-layer residual trunks explode, and Adam then diverges. Scaling the last batch norm of every
     bottleneck (``bn3``) to ``residual_scale`` makes each residual branch start small, so
-    activations stay bounded through the trunk.
+    activations stay bounded through the trunk. (Seed torch before building the model for a
+    repeatable start.)
     """
-    if seed is not None:
-        torch.manual_seed(seed)
     for name, module in model.named_modules():
         if isinstance(module, nn.BatchNorm2d) and name.endswith("bn3"):
             with torch.no_grad():

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 from tqdm import tqdm
@@ -29,7 +31,27 @@ def setup_logging(log_file: Path | None = None, verbose: bool = False) -> None:
         add_log_file(log_file)
 
 
-def add_log_file(log_file: Path) -> None:
+def add_log_file(log_file: Path) -> logging.Handler:
+    """Send INFO and above to ``log_file`` too (appending); returns the handler."""
     handler = logging.FileHandler(log_file)
+    handler.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(handler)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    return handler
+
+
+@contextlib.contextmanager
+def log_file(path: Path) -> Iterator[None]:
+    """Log to ``path`` while the block runs (library callers may run several jobs per process)."""
+    root = logging.getLogger()
+    level = root.level
+    handler = add_log_file(path)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+        root.setLevel(level)

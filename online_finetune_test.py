@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""Finetune the STM on a clip's keyframes before propagating (online finetuning).
+
+usage: online_finetune_test.py --cfg clip.yaml [--gpu N] [--device D] [KEY VALUE ...]
+
+Writes SYSTEM.OUTDIR/<cfg stem><EXP_SUFFIX>/: config.yaml, train.log, checkpoint_<n>.pth.tar
+(load it with test_mf_2.py --load), optimizer_<n>.pth.tar (resume with TRAIN.LOAD_OPT) and
+training_images/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import torch
+
+from config import load_config
+from dataset.clip import check_sizes, scan_clip
+from utils.device import prepare_device, resolve_device
+from utils.errors import UserError, run_cli
+from utils.logs import setup_logging
+from utils.train import finetune
+
+log = logging.getLogger("online_finetune_test")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cfg", required=True, help="the clip's yaml config (see template.yaml)")
+    parser.add_argument("--gpu", type=int, default=None, help="CUDA device index (published flag)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda, cuda:N, mps")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    setup_logging()
+    cfg = load_config(args.cfg, args.opts)
+    clip = scan_clip(cfg.DATASET.PATH, cfg.FINETUNE.GT_IDX)
+    check_sizes(clip)
+    if cfg.SYSTEM.NUM_WORKERS < 0:
+        raise UserError(f"SYSTEM.NUM_WORKERS {cfg.SYSTEM.NUM_WORKERS}: must be >= 0")
+    device = resolve_device(args.device, args.gpu)
+    prepare_device(device, cfg.SYSTEM.CUDNN_BENCHMARK)
+    if device.type == "cuda":
+        torch.backends.cudnn.enabled = cfg.SYSTEM.CUDNN_ENABLED
+        torch.backends.cudnn.deterministic = cfg.SYSTEM.CUDNN_DETERMINISTIC
+    result = finetune(cfg, Path(args.cfg), clip, device)
+    log.info("checkpoint: %s (propagate with: python test_mf_2.py --cfg %s --load %s --save results)",
+             result.checkpoint, args.cfg, result.checkpoint)  # fmt: skip
+
+
+if __name__ == "__main__":
+    run_cli(main)
