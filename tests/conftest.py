@@ -19,6 +19,7 @@ def parity_weights(tmp_path_factory) -> Path:  # noqa: F821
 
 @pytest.fixture(scope="session")
 def parity_model() -> STM:
-    model = STM()
+    """The published computation with the parity weights."""
+    model = STM(memory_read="naive", share_skips=False)
     model.load_state_dict(parity_state_dict(model))
     return model.eval()

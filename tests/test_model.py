@@ -6,10 +6,18 @@ import json
 
 import pytest
 import torch
-from helpers import FIXTURES
 
+from helpers import FIXTURES
 from model.checkpoint import load_checkpoint
-from model.stm import STM, crop_padding, pad_to_multiple, read_memory_fused, read_memory_naive, soft_aggregate
+from model.stm import (
+    STM,
+    MemoryEntry,
+    crop_padding,
+    pad_to_multiple,
+    read_memory_chunked,
+    read_memory_naive,
+    soft_aggregate,
+)
 from model.weights import parity_state_dict
 from utils.errors import UserError
 
@@ -89,16 +97,39 @@ def test_padding_to_16_is_centred_and_cropped_back():
     assert torch.equal(crop_padding(padded, pads), x)
 
 
-def test_fused_memory_read_matches_the_naive_read():
-    g = torch.Generator().manual_seed(0)
-    mk = torch.randn(2, 128, 3, 4, 5, generator=g)
-    mv = torch.randn(2, 512, 3, 4, 5, generator=g)
-    qk = torch.randn(2, 128, 4, 5, generator=g)
-    qv = torch.randn(2, 512, 4, 5, generator=g)
-    naive = read_memory_naive(mk, mv, qk, qv)
+def random_memory(steps: int, seed: int = 0, size=(4, 5)):
+    g = torch.Generator().manual_seed(seed)
+    memory = [
+        MemoryEntry(torch.randn(2, 128, *size, generator=g), torch.randn(2, 512, *size, generator=g))
+        for _ in range(steps)
+    ]
+    return memory, torch.randn(2, 128, *size, generator=g), torch.randn(2, 512, *size, generator=g)
+
+
+def test_naive_read_puts_the_read_first_and_the_query_value_second():
+    memory, qk, qv = random_memory(3)
+    naive = read_memory_naive(memory, qk, qv)
     assert naive.shape == (2, 1024, 4, 5)
     assert torch.equal(naive[:, 512:], qv)
-    torch.testing.assert_close(read_memory_fused(mk, mv, qk, qv), naive, rtol=1e-5, atol=1e-5)
+    # one memory entry whose keys all match the query equally: the read is the mean value
+    flat = [MemoryEntry(torch.zeros(2, 128, 4, 5), memory[0].values)]
+    mean = memory[0].values.mean(dim=(2, 3), keepdim=True).expand(-1, -1, 4, 5)
+    torch.testing.assert_close(read_memory_naive(flat, qk, qv)[:, :512], mean)
+
+
+def test_chunked_read_is_the_naive_read_while_the_affinity_fits():
+    memory, qk, qv = random_memory(3)
+    assert torch.equal(read_memory_chunked(memory, qk, qv), read_memory_naive(memory, qk, qv))
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 2 * 4 * 20 * 7, 2 * 4 * 20 * 20])
+def test_chunked_read_beyond_its_budget_matches_the_naive_read(chunk_bytes):
+    # budgets that force one query row at a time, blocks of 7 rows, and whole entries
+    memory, qk, qv = random_memory(5, seed=1)
+    torch.testing.assert_close(
+        read_memory_chunked(memory, qk, qv, chunk_bytes=chunk_bytes), read_memory_naive(memory, qk, qv),
+        rtol=1e-5, atol=1e-5,
+    )  # fmt: skip
 
 
 def test_soft_aggregation():
@@ -113,13 +144,11 @@ def test_sharing_decoder_skips_gives_the_same_probabilities(parity_model):
     frame = torch.randn(1, 3, 64, 80, generator=g)
     probs = torch.softmax(torch.randn(1, 3, 64, 80, generator=g), dim=1)
     with torch.inference_mode():
-        entry = parity_model.memorize(frame, probs)
-        keys, values = entry.keys.unsqueeze(2), entry.values.unsqueeze(2)
+        memory = [parity_model.memorize(frame, probs)]
         parity_model.share_skips = False
-        reference = torch.softmax(parity_model.segment(frame, keys, values), 1)
+        reference = torch.softmax(parity_model.segment(frame, memory), 1)
         parity_model.share_skips = True
-        shared = torch.softmax(parity_model.segment(frame, keys, values), 1)
-        parity_model.share_skips = False
+        shared = torch.softmax(parity_model.segment(frame, memory), 1)
     assert reference.shape == (1, 3, 64, 80)
     # The same sums in another batch layout: equal up to float rounding, which the loud parity
     # weights amplify to about one 8-bit level at worst.
@@ -131,6 +160,6 @@ def test_segment_handles_sizes_that_are_not_multiples_of_16(parity_model):
     frame = torch.randn(1, 3, 37, 51)
     with torch.inference_mode():
         entry = parity_model.memorize(frame, torch.softmax(torch.randn(1, 3, 37, 51), dim=1))
-        logits = parity_model.segment(frame, entry.keys.unsqueeze(2), entry.values.unsqueeze(2))
+        logits = parity_model.segment(frame, [entry, entry])
     assert logits.shape == (1, 3, 37, 51)
     assert torch.isfinite(logits).all()

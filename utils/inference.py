@@ -8,14 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from dataset.clip import Clip, check_sizes, read_trimap, trimap_warnings
 from dataset.trimap import probs_to_png
 from model.stm import STM
 from utils.errors import UserError
 from utils.io import BackgroundWriter, atomic_write_json, atomic_write_png
+from utils.logs import progress
 from utils.plan import Part, derive_mem_every, part_confidence, plan_parts
+from utils.precision import autocast_for
 from utils.propagate import FrameSource, Propagator, keyframe_probs, probs_to_image
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,31 @@ class PropagationOptions:
     max_memory: int | None = None
     n_threads: int = 1
     dilation: int = 0
+    precision: str = "fp32"
+    naive: bool = False
+    fast: bool = False
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.fast else torch.contiguous_format
+
+
+def configure_model(model: STM, options: PropagationOptions, device: torch.device) -> STM:
+    """Set the model up for the chosen path and move it to ``device`` (eval mode).
+
+    - naive: the published computation as it was (affinity always materialised, decoder skip
+      branches once per object, keyframes encoded once per part): the baseline.
+    - default: the same operations wherever they give the same numbers (skip branches shared by
+      the objects, keyframes encoded once, I/O overlapped), and a chunked memory read only where
+      the full affinity would exceed its memory budget.
+    - fast: the default with channels_last tensors (faster convolutions on CPUs and GPUs; the
+      rounding differs, so results move slightly from the published numbers).
+    """
+    model.memory_read = "naive" if options.naive else "chunked"
+    model.share_skips = not options.naive
+    model.eval().to(device)
+    model.to(memory_format=options.memory_format)
+    return model
 
 
 def check_memory_options(mem_every: int, max_memory: int | None) -> None:
@@ -77,7 +103,6 @@ def propagate_clip(
     save_root: Path,
     options: PropagationOptions,
     device: torch.device,
-    autocast=None,
     part_indices: list[int] | None = None,
     write_conf: bool = True,
 ) -> Path:
@@ -118,13 +143,16 @@ def propagate_clip(
         mem_every,
         options.max_memory,
     )
-    frames = FrameSource(clip, device, workers=min(options.n_threads, 2))
+    frames = FrameSource(clip, device, workers=min(options.n_threads, 2), memory_format=options.memory_format)
     writer = BackgroundWriter(workers=1 if options.n_threads > 0 else 0)
-    propagator = Propagator(model, frames, keyframes, mem_every, options.max_memory, autocast)
+    propagator = Propagator(
+        model, frames, keyframes, mem_every, options.max_memory, autocast_for(options.precision, device),
+        cache_keyframes=not options.naive,
+    )  # fmt: skip
     total = sum(len(parts[k]) for k in part_indices)
     start = time.perf_counter()
     try:
-        with tqdm(total=total, desc=clip.name, unit="frame", dynamic_ncols=True) as bar:
+        with progress(total=total, desc=clip.name, unit="frame") as bar:
             for k in part_indices:
                 part = parts[k]
                 part_dir = result_dir / f"part{k}"

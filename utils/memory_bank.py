@@ -7,10 +7,6 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-import torch
-
-from model.stm import MemoryEntry
-
 Entry = TypeVar("Entry")
 
 
@@ -69,10 +65,3 @@ class MemoryBank(Generic[Entry]):
             self.temporary = None
         if self.max_memory is not None and len(self.kept) == self.max_memory:
             self.kept.popleft()
-
-
-def stack_entries(entries: list[MemoryEntry]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Memory entries -> (keys: O x 128 x T x h x w, values: O x 512 x T x h x w)."""
-    keys = torch.stack([e.keys for e in entries], dim=2)
-    values = torch.stack([e.values for e in entries], dim=2)
-    return keys, values

@@ -17,7 +17,7 @@ from dataset.clip import Clip, read_frame
 from dataset.prepare import frame_to_tensor, pad_reflect
 from dataset.trimap import labels_to_onehot
 from model.stm import STM, MemoryEntry
-from utils.memory_bank import MemoryBank, Slot, stack_entries
+from utils.memory_bank import MemoryBank, Slot
 from utils.plan import Part
 
 log = logging.getLogger(__name__)
@@ -31,9 +31,17 @@ class FrameSource:
     (as query, then as memory).
     """
 
-    def __init__(self, clip: Clip, device: torch.device, workers: int = 1, cache_size: int = 6) -> None:
+    def __init__(
+        self,
+        clip: Clip,
+        device: torch.device,
+        workers: int = 1,
+        cache_size: int = 6,
+        memory_format: torch.memory_format = torch.contiguous_format,
+    ) -> None:
         self.clip = clip
         self.device = device
+        self.memory_format = memory_format
         self.cache_size = cache_size
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="frames") if workers > 0 else None
         self._futures: OrderedDict[int, Future | torch.Tensor] = OrderedDict()
@@ -67,7 +75,7 @@ class FrameSource:
             self._futures[index] = item
             self._futures.move_to_end(index)
             self._trim()
-        return item.to(self.device, non_blocking=True)
+        return item.to(self.device, memory_format=self.memory_format, non_blocking=True)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -97,6 +105,7 @@ class Propagator:
         keyframes: keyframe index -> one-hot probabilities (1 x 3 x Hp x Wp) on any device.
         mem_every, max_memory: the memory schedule (see MemoryBank).
         autocast: a context factory for reduced precision, or None for fp32.
+        cache_keyframes: encode each keyframe once per run (False: once per part, as published).
     """
 
     def __init__(
@@ -107,6 +116,7 @@ class Propagator:
         mem_every: int,
         max_memory: int | None,
         autocast: Callable | None = None,
+        cache_keyframes: bool = True,
     ) -> None:
         self.model = model
         self.frames = frames
@@ -114,6 +124,7 @@ class Propagator:
         self.mem_every = mem_every
         self.max_memory = max_memory
         self.autocast = autocast
+        self.cache_keyframes = cache_keyframes
         self._fixed: dict[int, MemoryEntry] = {}
 
     def _memorize(self, index: int, probs: torch.Tensor) -> MemoryEntry:
@@ -124,6 +135,8 @@ class Propagator:
         return self.autocast() if self.autocast is not None else _null_context()
 
     def fixed_entry(self, index: int) -> MemoryEntry:
+        if not self.cache_keyframes:
+            return self._memorize(index, self.keyframes[index])
         if index not in self._fixed:
             self._fixed[index] = self._memorize(index, self.keyframes[index])
         return self._fixed[index]
@@ -142,9 +155,8 @@ class Propagator:
             self.frames.prefetch(list(part.frames[i : i + 3]))
             if i >= 2:
                 bank.set_temporary(Slot(part.frames[i - 1], self._memorize(part.frames[i - 1], previous)))
-            keys, values = stack_entries([slot.entry for slot in bank.slots()])
             with self._precision():
-                logits = self.model.segment(self.frames.get(frame_index), keys, values)
+                logits = self.model.segment(self.frames.get(frame_index), [slot.entry for slot in bank.slots()])
             probs = F.softmax(logits.float(), dim=1)
             bank.after_segment(i)
             yield PartStep(i, frame_index, probs)

@@ -14,7 +14,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 from yacs.config import CfgNode
 
 from dataset.clip import Clip
@@ -25,8 +24,8 @@ from model.stm import IMAGENET_MEAN, IMAGENET_STD, STM
 from model.weights import trainable_random_init
 from utils.errors import UserError
 from utils.io import atomic_torch_save, atomic_write_png, atomic_write_text
-from utils.logs import log_file
-from utils.memory_bank import stack_entries
+from utils.logs import log_file, progress
+from utils.precision import autocast_for
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +97,7 @@ def clip_loss(
     memory = [model.memorize(frames[0:1], first_probs)]
     losses, predictions = [], []
     for t in (1, 2):
-        keys, values = stack_entries(memory)
-        logits = model.segment(frames[t : t + 1], keys, values)  # 1, 3, h, w
+        logits = model.segment(frames[t : t + 1], memory)  # 1, 3, h, w
         losses.append(
             F.cross_entropy(logits.float(), labels[t : t + 1], weight=class_weights, ignore_index=IGNORE_LABEL)
         )
@@ -167,13 +165,7 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, path: str) -> int:
     return int(state["step"])
 
 
-def finetune(
-    cfg: CfgNode,
-    cfg_path: Path,
-    clip: Clip,
-    device: torch.device,
-    autocast=None,
-) -> FinetuneResult:
+def finetune(cfg: CfgNode, cfg_path: Path, clip: Clip, device: torch.device) -> FinetuneResult:
     """Finetune the STM on ``clip``'s keyframes as ``cfg`` says; returns where things went."""
     train = cfg.TRAIN
     total_steps = int(train.TOTAL_STEPS)
@@ -189,6 +181,7 @@ def finetune(
     run_dir = run_dir_for(cfg, cfg_path)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", cfg.dump())
+    autocast = autocast_for(train.PRECISION, device)
     with log_file(run_dir / "train.log"):
         return _finetune(cfg, clip, device, run_dir, seeded, autocast)
 
@@ -207,7 +200,8 @@ def _finetune(cfg: CfgNode, clip: Clip, device: torch.device, run_dir: Path, see
             "TRAIN.LOAD_CKPT is empty: the network starts from RANDOM weights (bottleneck bn3 scaled to 0.1 so "
             "that finetuning can learn). Set TRAIN.LOAD_CKPT to trimap_ep150.pth for real footage."
         )
-    model.to(device).eval()  # batch norm frozen: eval mode throughout
+    memory_format = torch.channels_last if train.CHANNELS_LAST else torch.contiguous_format
+    model.to(device, memory_format=memory_format).eval()  # batch norm frozen: eval mode throughout
     params = select_parameters(model, train.FREEZE_BACKBONE)
     optimizer = make_optimizer(train.OPTIMIZER, params, train.BASE_LR, train.WEIGHT_DECAY)
     start_step = load_optimizer_state(optimizer, train.LOAD_OPT) if train.LOAD_OPT else 0
@@ -246,7 +240,7 @@ def _finetune(cfg: CfgNode, clip: Clip, device: torch.device, run_dir: Path, see
     loss_value = float("nan")
     start = time.perf_counter()
     step = start_step
-    with tqdm(total=total_steps, initial=start_step, desc="finetune", unit="step", dynamic_ncols=True) as bar:
+    with progress(total=total_steps, initial=start_step, desc="finetune", unit="step") as bar:
         for sample in loader:
             lr = learning_rate(step, train.BASE_LR, train.LR_STRATEGY, total_steps)
             for group in optimizer.param_groups:
@@ -257,7 +251,8 @@ def _finetune(cfg: CfgNode, clip: Clip, device: torch.device, run_dir: Path, see
             losses = []
             for b in range(frames.shape[0]):
                 with autocast() if autocast is not None else contextlib.nullcontext():
-                    loss, predictions = clip_loss(model, frames[b], labels[b], class_weights)
+                    clip_frames = frames[b].contiguous(memory_format=memory_format)  # 3 frames x 3 x h x w
+                    loss, predictions = clip_loss(model, clip_frames, labels[b], class_weights)
                 (loss / frames.shape[0]).backward()
                 losses.append(loss.item())
             optimizer.step()
