@@ -15,14 +15,13 @@ import logging
 from pathlib import Path
 
 import cv2
-from tqdm import tqdm
 
 from dataset.clip import FRAME_SUFFIX, image_size, read_image
 from dataset.trimap import encode_labels
 from utils.ensemble import clip_name, frames_of, fuse, overlay, read_conf
 from utils.errors import UserError, run_cli
 from utils.io import BackgroundWriter, atomic_write_png, ensure_writable_dir
-from utils.logs import setup_logging
+from utils.logs import progress, setup_logging
 
 log = logging.getLogger("ensemble")
 
@@ -110,7 +109,7 @@ def ensemble_result(check: ResultCheck, writer: BackgroundWriter) -> int:
     """Write ensemble/ (and envis/ when frames are known) for one result folder."""
     out = ensure_writable_dir(check.dir / "ensemble", "ensemble output")
     vis = ensure_writable_dir(check.dir / "envis", "overlay output") if check.rgb_dir is not None else None
-    for stem, parts in tqdm(check.frames.items(), desc=check.dir.name, unit="frame", dynamic_ncols=True):
+    for stem, parts in progress(check.frames.items(), desc=check.dir.name, unit="frame"):
         pngs = [read_image(check.part_png(k, stem), cv2.IMREAD_COLOR) for k, _ in parts]
         labels = fuse(pngs, [w for _, w in parts])
         writer.submit(atomic_write_png, out / f"{stem}_trimap.png", encode_labels(labels))

@@ -14,26 +14,8 @@ import cv2
 import numpy as np
 
 from dataset.clip import FRAME_SUFFIX, TRIMAP_SUFFIX
+from dataset.trimap import alpha_to_trimap
 from utils.io import atomic_write_png
-
-
-def alpha_to_trimap(alpha: np.ndarray, width: int) -> np.ndarray:
-    """Ground-truth trimap (0/128/255) from an alpha matte in [0, 1] (float) or 0..255 (uint8).
-
-    The published rule: unknown where 0 < alpha < 1, dilated by ``width`` (an elliptical
-    ``width x width`` kernel); foreground where alpha is 1, background where it is 0.
-    """
-    if alpha.dtype == np.uint8:
-        fg, bg = alpha == 255, alpha == 0
-    else:
-        fg, bg = alpha >= 1.0, alpha <= 0.0
-    unknown = (~fg & ~bg).astype(np.uint8)
-    if width > 0:
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (width, width))
-        unknown = cv2.dilate(unknown, kernel)
-    trimap = np.where(fg, 255, 0).astype(np.uint8)
-    trimap[unknown > 0] = 128
-    return trimap
 
 
 def _texture(rng: np.random.Generator, height: int, width: int, colours: np.ndarray, scale: float) -> np.ndarray:
@@ -70,9 +52,9 @@ def render_frames(
     )
     fg_tex = _texture(rng, height, width, rng.uniform(0.0, 1.0, (3, 3)), scale=max(0.7, width / 128))
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    harmonics = rng.uniform(-0.18, 0.18, (4, 2))
+    harmonics = rng.uniform(-0.1, 0.1, (4, 2))
     phase = rng.uniform(0, 2 * np.pi, 4)
-    base_radius = 0.26 * min(height, width)
+    base_radius = 0.3 * min(height, width)
     soft = max(1.5, 0.025 * min(height, width))  # edge softness in pixels
     frames, alphas = [], []
     for t in range(num_frames):

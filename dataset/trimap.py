@@ -54,3 +54,18 @@ def probs_to_png(probs: np.ndarray) -> np.ndarray:
 def png_to_probs(png: np.ndarray) -> np.ndarray:
     """Inverse of :func:`probs_to_png` up to the 1/255 quantisation: H x W x 3 float32."""
     return png.astype(np.float32) / 255.0
+
+
+def alpha_to_trimap(alpha: np.ndarray, width: int) -> np.ndarray:
+    """Ground-truth trimap (0/128/255) from an alpha matte in [0, 1] (float) or 0..255 (uint8).
+
+    The published rule: unknown where 0 < alpha < 1, widened by ``width`` (see dilate_unknown);
+    foreground where alpha is 1, background where it is 0.
+    """
+    full = 255 if alpha.dtype == np.uint8 else 1.0
+    labels = np.full(alpha.shape, UNKNOWN, dtype=np.uint8)
+    labels[alpha <= 0] = BACKGROUND
+    labels[alpha >= full] = FOREGROUND
+    if width > 0:
+        labels = dilate_unknown(labels, width)
+    return encode_labels(labels)

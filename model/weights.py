@@ -53,16 +53,23 @@ def parity_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: parity_tensor(name, tuple(tensor.shape), tensor.dtype) for name, tensor in model.state_dict().items()}
 
 
-def trainable_random_init(model: nn.Module, residual_scale: float = 0.1) -> None:
+def trainable_random_init(model: nn.Module, residual_scale: float = 0.1, mask_gain: float = 10.0) -> None:
     """A random start that finetuning can learn from with frozen batch norm.
 
-    PyTorch's default initialisation with batch norm frozen at identity statistics makes the
-    50-layer residual trunks explode, and Adam then diverges. Scaling the last batch norm of every
-    bottleneck (``bn3``) to ``residual_scale`` makes each residual branch start small, so
-    activations stay bounded through the trunk. (Seed torch before building the model for a
-    repeatable start.)
+    - PyTorch's default initialisation with batch norm frozen at identity statistics makes the
+      50-layer residual trunks explode, and Adam then diverges. Scaling the last batch norm of
+      every bottleneck (``bn3``) to ``residual_scale`` makes each residual branch start small, so
+      activations stay bounded through the trunk.
+    - The memory encoder sees the frame doubly normalised (values up to about +-10) but the masks
+      in [0, 1]: with default weights the masks barely change the memory, and the network learns
+      where the object is but never tells foreground from unknown. Scaling ``conv1_m`` and
+      ``conv1_o`` by ``mask_gain`` balances the two.
+
+    Seed torch before building the model for a repeatable start.
     """
-    for name, module in model.named_modules():
-        if isinstance(module, nn.BatchNorm2d) and name.endswith("bn3"):
-            with torch.no_grad():
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, nn.BatchNorm2d) and name.endswith("bn3"):
                 module.weight.fill_(residual_scale)
+            elif name.endswith(("conv1_m", "conv1_o")):
+                module.weight.mul_(mask_gain)

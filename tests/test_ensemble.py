@@ -6,8 +6,8 @@ import json
 
 import cv2
 import numpy as np
-from helpers import run_script
 
+from helpers import run_script
 from utils.ensemble import clip_name, frames_of, fuse, overlay
 from utils.io import atomic_write_png
 

@@ -8,7 +8,6 @@ import re
 import numpy as np
 import pytest
 import torch
-from helpers import FIXTURES, run_script, write_cfg
 
 from config import load_config
 from dataset.clip import scan_clip
@@ -16,6 +15,7 @@ from dataset.finetune import IGNORE_LABEL, MEAN_COLOUR, KeyframeClips, warp_fram
 from dataset.prepare import normalise_frame
 from dataset.synthetic import make_synthetic_clip
 from dataset.trimap import UNKNOWN
+from helpers import FIXTURES, run_script, write_cfg
 from model.checkpoint import save_checkpoint
 from model.stm import STM
 from model.weights import trainable_random_init

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,3 +56,11 @@ def log_file(path: Path) -> Iterator[None]:
         root.removeHandler(handler)
         handler.close()
         root.setLevel(level)
+
+
+def progress(*args, **kwargs) -> tqdm:
+    """tqdm for long loops; refreshes calmly (every 10 s) when stderr is not a terminal."""
+    kwargs.setdefault("dynamic_ncols", True)
+    if not sys.stderr.isatty():
+        kwargs.setdefault("mininterval", 10.0)
+    return tqdm(*args, **kwargs)

@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""The whole method on a generated clip, offline: finetune, propagate, ensemble, evaluate, show.
+
+usage: demo.py [--out demo_out] [--load CKPT] [--steps 100] [--device auto]
+
+Generates a 16-frame clip (a moving, deforming, soft-edged object over a moving background) with
+ground truth for every frame and keyframe trimaps for two, finetunes the network on the keyframes
+from random weights (no pretrained weights can be downloaded here; --load CKPT uses yours and
+skips training), propagates, fuses, scores the result against the ground truth next to two
+baselines (the untrained network and copying the nearest keyframe's trimap), and writes a contact
+sheet and an overlay video.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+import ensemble
+import online_finetune_test
+import test_mf_2
+from dataset.clip import read_image
+from dataset.synthetic import make_synthetic_clip
+from dataset.trimap import decode_trimap
+from model.checkpoint import save_checkpoint
+from model.stm import STM
+from model.weights import trainable_random_init
+from utils.errors import UserError, run_cli
+from utils.evaluation import evaluate_folders, read_labels
+from utils.io import atomic_write_png, atomic_write_text
+from utils.logs import setup_logging
+from utils.metrics import format_table, score_sequence
+from utils.visualize import contact_sheet, trimap_overlay, write_video
+
+log = logging.getLogger("demo")
+
+CLIP = "sample"
+# The demo's finetuning. From random weights a much higher rate than the published 1e-6 (meant for
+# the released weights) is needed; at a constant 1e-4 the loss rose again after ~60 steps here, so
+# the rate decays (poly). Full-frame crops: the clip is small, every keyframe pixel counts.
+DEMO_CONFIG = """\
+# Written by demo.py: the generated sample clip.
+DATASET:
+  PATH: '{clip}'
+SYSTEM:
+  NUM_WORKERS: 0            # 2-core machine: sampling in the main process leaves both cores to torch
+  RANDOM_SEED: {seed}
+  OUTDIR: '{outdir}'
+FINETUNE:
+  SAVE_FREQ: -1
+  MIN_UNKNOWN_PIXELS: 400
+TRAIN:
+  LOAD_CKPT: '{start}'      # the random start, saved by demo.py
+  BASE_LR: 1.0e-4
+  LR_STRATEGY: poly
+  UNKNOWN_WEIGHT: 1.0
+  TRAIN_INPUT_SIZE: ({width}, {height})
+  TOTAL_STEPS: {steps}
+  PRINT_FREQ: 10
+  IMAGE_FREQ: 50
+"""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="demo_out", help="where everything goes (created)")
+    parser.add_argument("--load", default=None, help="a checkpoint to propagate with instead of finetuning")
+    parser.add_argument("--steps", type=int, default=80, help="finetuning steps")
+    parser.add_argument("--frames", type=int, default=16, help="frames of the generated clip")
+    parser.add_argument("--size", default="128x224", help="HEIGHTxWIDTH of the generated clip")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the clip and of the training run")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
+    return parser.parse_args(argv)
+
+
+def nearest_keyframe_copy(clip_dir: Path, stems: list[str], keyframes: list[int]) -> list[np.ndarray]:
+    """The simplest baseline: every frame gets the trimap of its nearest keyframe."""
+    key_labels = {k: read_labels(clip_dir / f"{stems[k]}_trimap.png") for k in keyframes}
+    return [key_labels[min(keyframes, key=lambda k: (abs(k - t), k))] for t in range(len(stems))]
+
+
+def run_chain(cfg: Path, checkpoint: Path, save: Path, workspace: Path, device: str) -> Path:
+    """test_mf_2.py, then ensemble.py; returns the ensemble folder."""
+    argv = ["--cfg", str(cfg), "--load", str(checkpoint), "--save", str(save), "--device", device]
+    log.info("$ python test_mf_2.py %s", " ".join(argv))
+    test_mf_2.main(argv)
+    argv = ["--predroot", str(save), "--dataroot", str(workspace)]
+    log.info("$ python ensemble.py %s", " ".join(argv))
+    ensemble.main(argv)
+    return save / f"{CLIP}_mem5" / "ensemble"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    setup_logging()
+    started = time.perf_counter()
+    try:
+        height, width = (int(x) for x in args.size.lower().split("x"))
+    except ValueError as exc:
+        raise UserError(f"--size {args.size!r}: give HEIGHTxWIDTH, e.g. 128x224") from exc
+    if height < 64 or width < 64 or args.frames < 4:
+        raise UserError("--size must be at least 64x64 and --frames at least 4")
+    out = Path(args.out)
+    workspace = out / "workspace"
+    keyframes = [0, round(0.6 * (args.frames - 1))]
+    sample = make_synthetic_clip(
+        workspace, CLIP, args.frames, (height, width), keyframes, seed=args.seed, unknown_width=9,
+        gt_root=out / "ground_truth",
+    )  # fmt: skip
+    log.info("generated %s: %d frames of %dx%d, keyframes %s", sample.folder, args.frames, width, height, keyframes)
+
+    torch.manual_seed(args.seed)
+    start = STM()
+    trainable_random_init(start)
+    start_path = out / "random_start.pth"
+    save_checkpoint(start, start_path)
+    cfg = out / f"{CLIP}.yaml"
+    atomic_write_text(
+        cfg,
+        DEMO_CONFIG.format(
+            clip=sample.folder.resolve(), seed=args.seed, outdir=(out / "train_log").resolve(),
+            start=start_path.resolve(), width=width, height=height, steps=args.steps,
+        ),
+    )  # fmt: skip
+
+    stems, skip = sample.stems, {sample.stems[k] for k in keyframes}
+    scores = {}
+    log.info("== untrained network (the random start) ==")
+    untrained = run_chain(cfg, start_path, out / "results_untrained", workspace, args.device)
+    scores["untrained network"] = evaluate_folders(untrained, sample.gt_folder, "trimap", skip=skip)
+
+    truths = [decode_trimap(read_image(sample.gt_folder / f"{s}_trimap.png", cv2.IMREAD_GRAYSCALE)) for s in stems]
+    copies = nearest_keyframe_copy(sample.folder, stems, keyframes)
+    evaluated = [t for t, s in enumerate(stems) if s not in skip]
+    scores["copy nearest keyframe"] = score_sequence(
+        [copies[t] for t in evaluated], [truths[t] for t in evaluated], [stems[t] for t in evaluated]
+    )
+
+    if args.load:
+        checkpoint, label = Path(args.load), "your checkpoint"
+    else:
+        log.info("== finetuning on the keyframes (%d steps) ==", args.steps)
+        argv = ["--cfg", str(cfg), "--device", args.device]
+        log.info("$ python online_finetune_test.py %s", " ".join(argv))
+        online_finetune_test.main(argv)
+        checkpoint, label = out / "train_log" / CLIP / f"checkpoint_{args.steps}.pth.tar", "finetuned network"
+    log.info("== propagating with the %s ==", label)
+    final = run_chain(cfg, checkpoint, out / "results", workspace, args.device)
+    scores[label] = evaluate_folders(final, sample.gt_folder, "trimap", skip=skip)
+
+    table = format_table(scores)
+    print(f"\nTrimaps of the {len(evaluated)} frames without a keyframe trimap, against the ground truth:\n{table}\n")
+    atomic_write_text(out / "metrics.json", json.dumps({k: v.as_dict() for k, v in scores.items()}, indent=2))
+
+    frames = [read_image(sample.folder / f"{s}_rgb.png", cv2.IMREAD_COLOR) for s in stems]
+    preds = [read_labels(final / f"{s}_trimap.png") for s in stems]
+    shown = sorted(set(np.linspace(0, len(stems) - 1, 6).round().astype(int)) | set(keyframes))
+    sheet = contact_sheet(
+        [frames[t] for t in shown], [truths[t] for t in shown], [preds[t] for t in shown],
+        [stems[t] for t in shown], keyframes=skip,
+    )  # fmt: skip
+    atomic_write_png(out / "contact_sheet.png", sheet)
+    overlays = (trimap_overlay(frame, pred) for frame, pred in zip(frames, preds))
+    write_video(out / "overlay.mp4", overlays, fps=8, total=len(stems))
+
+    best = scores[label].miou
+    log.info(
+        "%s mIoU %.3f vs untrained %.3f and keyframe copy %.3f%s",
+        label, best, scores["untrained network"].miou, scores["copy nearest keyframe"].miou,
+        "" if best > max(scores["untrained network"].miou, scores["copy nearest keyframe"].miou)
+        else "  (NOT better than both baselines)",
+    )  # fmt: skip
+    log.info("pictures: %s, %s; scores: %s", out / "contact_sheet.png", out / "overlay.mp4", out / "metrics.json")
+    log.info("demo finished in %.0f s", time.perf_counter() - started)
+
+
+if __name__ == "__main__":
+    run_cli(main)

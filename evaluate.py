@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""Score predicted trimaps against ground-truth trimaps or alpha mattes.
+
+usage: evaluate.py --pred results/clip_mem5/ensemble --gt GT_DIR [--gt_kind auto|trimap|alpha]
+                   [--width 10] [--skip_keyframes CLIP_DIR] [--json scores.json]
+
+Prints per-class IoU, mIoU, pixel accuracy, recall of the true unknown band and temporal flicker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from utils.errors import UserError, run_cli
+from utils.evaluation import evaluate_folders, stems_with
+from utils.io import atomic_write_text
+from utils.logs import setup_logging
+from utils.metrics import format_table
+
+log = logging.getLogger("evaluate")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pred", required=True, help="folder of predicted <stem>_trimap.png (e.g. .../ensemble)")
+    parser.add_argument("--gt", required=True, help="folder of true <stem>_trimap.png or <stem>_alpha.png")
+    parser.add_argument("--gt_kind", choices=("auto", "trimap", "alpha"), default="auto")
+    parser.add_argument("--width", type=int, default=10, help="alpha -> trimap: dilation of the 0<alpha<1 band")
+    parser.add_argument("--skip_keyframes", default=None, help="clip folder whose keyframes are left out")
+    parser.add_argument("--json", default=None, help="write the scores (with per-frame mIoU) here")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    setup_logging()
+    if args.width < 0:
+        raise UserError(f"--width {args.width}: must be >= 0")
+    skip = set()
+    if args.skip_keyframes:
+        clip_dir = Path(args.skip_keyframes)
+        if not clip_dir.is_dir():
+            raise UserError(f"--skip_keyframes {clip_dir} is not a folder")
+        skip = set(stems_with(clip_dir, "_trimap.png"))
+    scores = evaluate_folders(Path(args.pred), Path(args.gt), args.gt_kind, args.width, skip)
+    print(format_table({Path(args.pred).parent.name or "prediction": scores}))
+    log.info("%d frames scored%s", scores.frames, f" ({len(skip)} keyframes skipped)" if skip else "")
+    if args.json:
+        atomic_write_text(Path(args.json), json.dumps(scores.as_dict(), indent=2))
+        log.info("scores written to %s", args.json)
+
+
+if __name__ == "__main__":
+    run_cli(main)

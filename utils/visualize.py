@@ -1,0 +1,110 @@
+"""Pictures: contact sheets of predictions against ground truth, overlay videos."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from dataset.trimap import LABEL_GREY
+from utils.errors import UserError
+from utils.logs import progress
+
+log = logging.getLogger(__name__)
+
+ERROR_COLOUR = np.array([0, 0, 255], np.uint8)  # BGR red
+KEYFRAME_COLOUR = (0, 200, 255)  # BGR amber
+UNKNOWN_TINT = (0, 140, 255)  # BGR orange
+
+
+def label_image(labels: np.ndarray) -> np.ndarray:
+    """Labels -> grey BGR image (0/128/255)."""
+    return np.repeat(LABEL_GREY[labels][..., None], 3, axis=2)
+
+
+def trimap_overlay(frame_bgr: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The frame with background darkened and the unknown band tinted orange: easy to judge."""
+    out = frame_bgr.astype(np.float32)
+    out[labels == 0] *= 0.35
+    unknown = labels == 1
+    out[unknown] = 0.45 * out[unknown] + 0.55 * np.array(UNKNOWN_TINT, np.float32)
+    return out.astype(np.uint8)
+
+
+def error_image(frame_bgr: np.ndarray, pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """The frame, darkened, with wrongly labelled pixels in red."""
+    out = (frame_bgr.astype(np.float32) * 0.4).astype(np.uint8)
+    out[pred != truth] = ERROR_COLOUR
+    return out
+
+
+def _caption(image: np.ndarray, text: str, colour=(255, 255, 255)) -> np.ndarray:
+    bar = np.zeros((18, image.shape[1], 3), np.uint8)
+    cv2.putText(bar, text, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.42, colour, 1, cv2.LINE_AA)
+    return np.concatenate([bar, image], axis=0)
+
+
+def contact_sheet(
+    frames_bgr: Sequence[np.ndarray],
+    truths: Sequence[np.ndarray],
+    preds: Sequence[np.ndarray],
+    names: Sequence[str],
+    keyframes: set[str] = frozenset(),
+    max_width: int = 320,
+) -> np.ndarray:
+    """One row per frame: frame | ground truth | prediction | errors (red), captioned."""
+    rows = []
+    for frame, truth, pred, name in zip(frames_bgr, truths, preds, names):
+        scale = min(1.0, max_width / frame.shape[1])
+        tiles = [frame, label_image(truth), label_image(pred), error_image(frame, pred, truth)]
+        if scale < 1.0:
+            size = (round(frame.shape[1] * scale), round(frame.shape[0] * scale))
+            tiles = [cv2.resize(t, size, interpolation=cv2.INTER_AREA) for t in tiles]
+        wrong = float((pred != truth).mean())
+        is_key = name in keyframes
+        captions = [
+            f"frame {name}" + (" (keyframe)" if is_key else ""),
+            "ground truth",
+            "prediction",
+            f"errors {wrong:.1%}",
+        ]
+        colour = KEYFRAME_COLOUR if is_key else (255, 255, 255)
+        captioned = [_caption(t, c, colour) for t, c in zip(tiles, captions)]
+        gap = np.zeros((captioned[0].shape[0], 4, 3), np.uint8)
+        rows.append(np.concatenate([x for t in captioned for x in (t, gap)][:-1], axis=1))
+        rows.append(np.zeros((4, rows[-1].shape[1], 3), np.uint8))
+    return np.concatenate(rows[:-1], axis=0)
+
+
+def open_video_writer(path: Path, fps: float, size_wh: tuple[int, int]) -> cv2.VideoWriter:
+    """A VideoWriter for .mp4 (mp4v) or .avi (MJPG); UserError if OpenCV cannot write it."""
+    fourcc = {".mp4": "mp4v", ".avi": "MJPG", ".mov": "mp4v"}.get(path.suffix.lower())
+    if fourcc is None:
+        raise UserError(f"{path}: write the video as .mp4, .mov or .avi")
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size_wh)
+    if not writer.isOpened():
+        raise UserError(f"OpenCV cannot write {path} with codec {fourcc}; try an .avi file")
+    return writer
+
+
+def write_video(path: Path, images: Sequence[np.ndarray] | object, fps: float, total: int | None = None) -> int:
+    """Write BGR frames (a sequence or an iterator) to a video through a temporary file."""
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+    writer = None
+    count = 0
+    try:
+        for image in progress(images, total=total, desc=path.name, unit="frame"):
+            if writer is None:
+                writer = open_video_writer(tmp, fps, (image.shape[1], image.shape[0]))
+            writer.write(image)
+            count += 1
+    finally:
+        if writer is not None:
+            writer.release()
+    if count == 0:
+        raise UserError(f"no frames to write to {path}")
+    tmp.replace(path)
+    return count
