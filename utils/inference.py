@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from dataset.clip import Clip, check_sizes, read_trimap, trimap_warnings
@@ -17,7 +19,7 @@ from utils.io import BackgroundWriter, atomic_write_json, atomic_write_png
 from utils.logs import progress
 from utils.plan import Part, derive_mem_every, part_confidence, plan_parts
 from utils.precision import autocast_for
-from utils.propagate import FrameSource, Propagator, keyframe_probs, probs_to_image
+from utils.propagate import FrameSource, PartStep, Propagator, keyframe_probs, probs_to_image
 
 log = logging.getLogger(__name__)
 
@@ -105,12 +107,14 @@ def propagate_clip(
     device: torch.device,
     part_indices: list[int] | None = None,
     write_conf: bool = True,
+    on_step: Callable[[int, PartStep, np.ndarray], None] | None = None,
 ) -> Path:
     """Propagate every part of ``clip`` and write ``<save>/<clip>_mem<M>/part<k>/<stem>_tri.png``
     and ``conf.json``. Returns the result folder.
 
     part_indices: run only these parts (for sharing parts among processes); conf.json is
-    written only when ``write_conf``.
+    written only when ``write_conf``. on_step(part index, step, H x W x 3 probabilities) sees
+    every result (benchmarks compare paths with it).
     """
     check_memory_options(options.mem_every, options.max_memory)
     height, width = check_sizes(clip)
@@ -159,10 +163,19 @@ def propagate_clip(
                 part_dir.mkdir(exist_ok=True)
                 bar.set_postfix_str(f"part {k + 1}/{len(parts)}")
                 for step in propagator.run_part(part):
-                    image = probs_to_png(probs_to_image(step.probs, height, width))
+                    probs = probs_to_image(step.probs, height, width)
+                    if on_step is not None:
+                        on_step(k, step, probs)
+                    image = probs_to_png(probs)
                     writer.submit(atomic_write_png, part_dir / f"{clip.stems[step.frame]}_tri.png", image)
                     bar.update(1)
                 writer.flush()
+    except (torch.OutOfMemoryError, MemoryError) as exc:
+        raise out_of_memory(device, clip, options) from exc
+    except RuntimeError as exc:
+        if "can't allocate memory" not in str(exc) and "out of memory" not in str(exc):
+            raise
+        raise out_of_memory(device, clip, options) from exc
     finally:
         writer.close()
         frames.close()
@@ -171,6 +184,16 @@ def propagate_clip(
     if write_conf:
         write_conf_json(result_dir, parts, clip)
     return result_dir
+
+
+def out_of_memory(device: torch.device, clip: Clip, options: PropagationOptions) -> UserError:
+    where = "GPU" if device.type == "cuda" else "main"
+    bound = f"--max_memory {options.max_memory}" if options.max_memory else "no --max_memory"
+    return UserError(
+        f"out of {where} memory while propagating {clip.path} (mem_every {options.mem_every}, {bound}). "
+        "Bound the memory with --max_memory (e.g. 5) or a larger --mem_every, drop --naive, try "
+        "--precision fp16 on a GPU, or downscale the frames (video.py extract --max_edge)"
+    )
 
 
 def write_conf_json(result_dir: Path, parts: list[Part], clip: Clip) -> None:

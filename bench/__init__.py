@@ -1,0 +1,1 @@
+"""Benchmarks: speed, memory and agreement of the propagation paths."""
