@@ -18,7 +18,7 @@ import cv2
 
 from dataset.clip import FRAME_SUFFIX, image_size, read_image
 from dataset.trimap import encode_labels
-from utils.ensemble import clip_name, frames_of, fuse, overlay, read_conf
+from utils.ensemble import MEM_SUFFIX, clip_name, frames_of, fuse, overlay, read_conf
 from utils.errors import UserError, run_cli
 from utils.io import BackgroundWriter, atomic_write_png, ensure_writable_dir
 from utils.logs import progress, setup_logging
@@ -39,6 +39,14 @@ def find_result_dirs(predroot: Path, names: list[str]) -> list[Path]:
     if not predroot.is_dir():
         raise UserError(f"--predroot {predroot} is not a folder; pass the --save folder of test_mf_2.py")
     if not names:
+        unfinished = sorted(
+            p for p in predroot.iterdir() if MEM_SUFFIX.search(p.name) and not (p / "conf.json").exists()
+        )
+        if unfinished:
+            raise UserError(
+                f"{unfinished[0] / 'conf.json'} is missing: {unfinished[0]} is an unfinished test_mf_2.py run; "
+                "rerun it (or name the result folders to fuse)"
+            )
         found = sorted(p for p in predroot.iterdir() if p.is_dir() and (p / "conf.json").exists())
         if not found:
             raise UserError(

@@ -7,6 +7,7 @@ which is wrong unless every frame has a trimap).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,8 +50,32 @@ class Clip:
         return self.path / f"{self.stems[index]}{TRIMAP_SUFFIX}"
 
 
-def _stems(folder: Path, suffix: str) -> list[str]:
-    return sorted(p.name[: -len(suffix)] for p in folder.iterdir() if p.name.endswith(suffix) and p.is_file())
+_CLIP_FILE = re.compile(r"(?P<stem>.+)_(?P<kind>rgb|trimap)\.(?P<ext>[A-Za-z0-9]+)", re.IGNORECASE)
+
+
+def _stems(names: list[str], suffix: str) -> list[str]:
+    return sorted(name[: -len(suffix)] for name in names if name.endswith(suffix))
+
+
+def _check_names(folder: Path, names: list[str]) -> None:
+    """Files that look like frames or trimaps but would not be read are mistakes: say so."""
+    present = set(names)
+    for name in sorted(names):
+        match = _CLIP_FILE.fullmatch(name)
+        if match is None or name.startswith("."):
+            continue
+        kind = match["kind"].lower()
+        canonical = f"{match['stem']}_{kind}.png"
+        if name == canonical:
+            continue
+        if canonical in present:
+            raise UserError(
+                f"{folder} has two files for {kind} {match['stem']!r}: {canonical} and {name}; keep one of them"
+            )
+        raise UserError(
+            f"{folder / name} would not be read: frames must be named <stem>{FRAME_SUFFIX} and trimaps "
+            f"<stem>{TRIMAP_SUFFIX} (PNG, lower-case suffix); rename or convert it"
+        )
 
 
 def scan_clip(path: str | Path, gt_idx: Sequence[int] = ()) -> Clip:
@@ -69,12 +94,15 @@ def scan_clip(path: str | Path, gt_idx: Sequence[int] = ()) -> Clip:
         raise UserError(f"DATASET.PATH {folder} does not exist; set it to your clip folder")
     if not folder.is_dir():
         raise UserError(f"DATASET.PATH {folder} is not a folder; set it to the folder holding the frames")
-    stems = _stems(folder, FRAME_SUFFIX)
+    names = [p.name for p in folder.iterdir() if p.is_file()]
+    _check_names(folder, names)
+    stems = _stems(names, FRAME_SUFFIX)
     if not stems:
         raise UserError(
             f"DATASET.PATH {folder} has no frames: expected files named <stem>{FRAME_SUFFIX} (e.g. 00000{FRAME_SUFFIX})"
+            + (" but it is empty" if not names else f"; it holds {len(names)} other files")
         )
-    trimap_stems = _stems(folder, TRIMAP_SUFFIX)
+    trimap_stems = _stems(names, TRIMAP_SUFFIX)
     orphans = sorted(set(trimap_stems) - set(stems))
     if orphans:
         raise UserError(
@@ -122,33 +150,18 @@ def read_frame(path: Path) -> np.ndarray:
     """A frame as H x W x 3 uint8 in RGB order.
 
     Grey frames are expanded to 3 channels, an alpha channel is dropped and 16-bit frames are
-    scaled to 8 bits; each conversion is logged once per clip folder.
+    scaled to 8 bits (``check_sizes`` says so once per clip).
     """
     image = read_image(path)
     if image.dtype == np.uint16:
-        _note_conversion(path, "16-bit frames are scaled to 8 bits")
         image = (image.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
     elif image.dtype != np.uint8:
         raise UserError(f"{path} has pixel type {image.dtype}; frames must be 8-bit (or 16-bit) PNGs")
-    if image.ndim == 2:
-        _note_conversion(path, "grey frames are expanded to RGB")
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if image.ndim == 2 or image.shape[2] == 1:
+        return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2RGB)
     if image.shape[2] == 4:
-        _note_conversion(path, "RGBA frames are read without their alpha channel")
         return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-    if image.shape[2] == 1:
-        return cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2RGB)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-_noted: set[tuple[Path, str]] = set()
-
-
-def _note_conversion(path: Path, what: str) -> None:
-    key = (path.parent, what)
-    if key not in _noted:
-        _noted.add(key)
-        log.warning("%s: %s", path.parent, what)
 
 
 def read_trimap(path: Path, dilation: int = 0) -> np.ndarray:
@@ -172,44 +185,87 @@ def trimap_warnings(labels: np.ndarray) -> list[str]:
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def png_size(path: Path) -> tuple[int, int] | None:
-    """(height, width) from a PNG header without decoding; None if the file is not a PNG."""
+PNG_END = b"IEND\xaeB`\x82"
+PNG_COLOUR_TYPES = {0: "grey", 2: "RGB", 3: "palette", 4: "grey+alpha", 6: "RGBA"}
+
+
+@dataclass(frozen=True)
+class PngHeader:
+    height: int
+    width: int
+    bit_depth: int
+    colour: str
+
+
+def png_header(path: Path) -> PngHeader | None:
+    """Size, bit depth and colour type from a PNG header without decoding; None if not a PNG.
+
+    Raises UserError for a PNG that is cut short (no IEND chunk at its end).
+    """
     try:
         with open(path, "rb") as handle:
-            head = handle.read(24)
-    except OSError:
+            head = handle.read(26)
+            handle.seek(max(0, path.stat().st_size - 8))
+            tail = handle.read(8)
+    except OSError as exc:
+        raise UserError(f"{path} cannot be read ({exc.strerror})") from exc
+    if len(head) < 26 or not head.startswith(PNG_SIGNATURE) or head[12:16] != b"IHDR":
         return None
-    if len(head) < 24 or not head.startswith(PNG_SIGNATURE) or head[12:16] != b"IHDR":
-        return None
-    width = int.from_bytes(head[16:20], "big")
-    height = int.from_bytes(head[20:24], "big")
-    return height, width
+    if tail != PNG_END:
+        raise UserError(f"{path} is a truncated PNG (it does not end with an IEND chunk); export it again")
+    return PngHeader(
+        height=int.from_bytes(head[20:24], "big"),
+        width=int.from_bytes(head[16:20], "big"),
+        bit_depth=head[24],
+        colour=PNG_COLOUR_TYPES.get(head[25], f"type {head[25]}"),
+    )
 
 
 def image_size(path: Path) -> tuple[int, int]:
     """(height, width) of an image file, from its header when it is a PNG."""
-    size = png_size(path)
-    if size is None:
-        size = read_image(path).shape[:2]
-    return size
+    header = png_header(path)
+    if header is None:
+        return read_image(path).shape[:2]
+    return header.height, header.width
 
 
 def check_sizes(clip: Clip) -> tuple[int, int]:
-    """All frames share one size and every keyframe trimap has its frame's size.
+    """All frames share one size and every keyframe trimap has its frame's size; PNGs are whole.
 
-    Returns (height, width); raises UserError naming the first file that differs.
+    Frame formats that are converted on reading (16-bit, grey, with alpha) are logged here, once.
+    Returns (height, width); raises UserError naming the first file that is wrong.
     """
     first = clip.frame_path(0)
     size = image_size(first)
-    for index in range(1, len(clip)):
-        other = image_size(clip.frame_path(index))
+    formats: dict[str, str] = {}
+    for index in range(len(clip)):
+        path = clip.frame_path(index)
+        header = png_header(path)
+        other = (header.height, header.width) if header else image_size(path)
+        if header is not None:
+            if header.bit_depth == 16:
+                formats.setdefault("16-bit (scaled to 8 bits)", path.name)
+            if header.colour != "RGB":
+                formats.setdefault(f"{header.colour} (converted to RGB)", path.name)
         if other != size:
             raise UserError(
                 f"{clip.frame_path(index)} is {other[1]}x{other[0]} but {first.name} is {size[1]}x{size[0]}; "
                 "all frames of a clip must have one size (resize them alike)"
             )
+    for what, example in formats.items():
+        log.warning("%s: %s frames, e.g. %s", clip.path, what, example)
     for index in clip.keyframe_indices:
-        other = image_size(clip.trimap_path(index))
+        path = clip.trimap_path(index)
+        header = png_header(path)
+        if header is not None and header.colour not in ("grey", "grey+alpha"):
+            colour = read_image(path, cv2.IMREAD_COLOR)
+            if not (np.array_equal(colour[..., 0], colour[..., 1]) and np.array_equal(colour[..., 1], colour[..., 2])):
+                log.warning(
+                    "%s is a colour image: it is read as grey, where only 0 is background and only 255 foreground "
+                    "(everything else is unknown); save trimaps as grey 0/128/255",
+                    path,
+                )
+        other = (header.height, header.width) if header else image_size(path)
         if other != size:
             raise UserError(
                 f"{clip.trimap_path(index)} is {other[1]}x{other[0]} but its frame is {size[1]}x{size[0]}; "

@@ -179,6 +179,11 @@ def finetune(cfg: CfgNode, cfg_path: Path, clip: Clip, device: torch.device) -> 
         seed_everything(cfg.SYSTEM.RANDOM_SEED)
 
     run_dir = run_dir_for(cfg, cfg_path)
+    if clip.path.resolve() in (run_dir.resolve(), *run_dir.resolve().parents):
+        raise UserError(
+            f"SYSTEM.OUTDIR puts the run folder {run_dir} inside the clip folder {clip.path}; "
+            "nothing is written there: choose another SYSTEM.OUTDIR"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", cfg.dump())
     autocast = autocast_for(train.PRECISION, device)
