@@ -5,7 +5,8 @@ usage: online_finetune_test.py --cfg clip.yaml [--gpu N] [--device D] [KEY VALUE
 
 Writes SYSTEM.OUTDIR/<cfg stem><EXP_SUFFIX>/: config.yaml, train.log, checkpoint_<n>.pth.tar
 (load it with test_mf_2.py --load), optimizer_<n>.pth.tar (resume with TRAIN.LOAD_OPT) and
-training_images/.
+training_images/. Under ``torchrun --nproc_per_node N`` every rank trains on its own augmentations
+with DistributedDataParallel and rank 0 writes the outputs.
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ import argparse
 import logging
 from pathlib import Path
 
-import torch
-
 from config import load_config
 from dataset.clip import check_sizes, scan_clip
-from utils.device import prepare_device, resolve_device
+from utils.device import prepare_device
+from utils.distributed import finish_world, init_world
 from utils.errors import UserError, run_cli
 from utils.logs import setup_logging
 from utils.train import finetune
@@ -44,14 +44,15 @@ def main(argv: list[str] | None = None) -> None:
     check_sizes(clip)
     if cfg.SYSTEM.NUM_WORKERS < 0:
         raise UserError(f"SYSTEM.NUM_WORKERS {cfg.SYSTEM.NUM_WORKERS}: must be >= 0")
-    device = resolve_device(args.device, args.gpu)
-    prepare_device(device, cfg.SYSTEM.CUDNN_BENCHMARK)
-    if device.type == "cuda":
-        torch.backends.cudnn.enabled = cfg.SYSTEM.CUDNN_ENABLED
-        torch.backends.cudnn.deterministic = cfg.SYSTEM.CUDNN_DETERMINISTIC
-    result = finetune(cfg, Path(args.cfg), clip, device)
-    log.info("checkpoint: %s (propagate with: python test_mf_2.py --cfg %s --load %s --save results)",
-             result.checkpoint, args.cfg, result.checkpoint)  # fmt: skip
+    world, device = init_world(args.device, args.gpu)
+    prepare_device(device, cfg.SYSTEM)
+    try:
+        result = finetune(cfg, Path(args.cfg), clip, device, world)
+    finally:
+        finish_world()
+    if world.is_main:
+        log.info("checkpoint: %s (propagate with: python test_mf_2.py --cfg %s --load %s --save results)",
+                 result.checkpoint, args.cfg, result.checkpoint)  # fmt: skip
 
 
 if __name__ == "__main__":

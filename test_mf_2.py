@@ -5,7 +5,8 @@ usage: test_mf_2.py --cfg clip.yaml --load ckpt.pth --save results [--mem_every 
                     [--max_memory M] [--device auto|cpu|cuda|cuda:N|mps] [KEY VALUE ...]
 
 Writes <save>/<clip>_mem<N>/part<k>/<stem>_tri.png (3-class probabilities, 8-bit) and conf.json;
-fuse them with ensemble.py.
+fuse them with ensemble.py. Under ``torchrun --nproc_per_node N test_mf_2.py ...`` the parts are
+shared out among the ranks (one GPU each, or the CPU with --device cpu).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from config import load_config
 from dataset.clip import scan_clip
 from model.checkpoint import load_checkpoint
 from model.stm import STM
-from utils.device import prepare_device, resolve_device
+from utils.device import prepare_device
+from utils.distributed import finish_world, init_world
 from utils.errors import UserError, run_cli
 from utils.inference import PropagationOptions, check_memory_options, configure_model, propagate_clip
 from utils.io import ensure_writable_dir
@@ -72,8 +74,8 @@ def main(argv: list[str] | None = None) -> None:
     if save.resolve() == clip.path.resolve() or clip.path.resolve() in save.resolve().parents:
         raise UserError(f"--save {save} is inside the clip folder {clip.path}; write results somewhere else")
     ensure_writable_dir(save, "--save")
-    device = resolve_device(args.device, args.gpu)
-    prepare_device(device, cfg.SYSTEM.CUDNN_BENCHMARK)
+    world, device = init_world(args.device, args.gpu)
+    prepare_device(device, cfg.SYSTEM)
     options = PropagationOptions(
         mem_every=args.mem_every,
         max_memory=args.max_memory,
@@ -86,8 +88,12 @@ def main(argv: list[str] | None = None) -> None:
     model = STM()
     load_checkpoint(model, args.load)
     configure_model(model, options, device)
-    result = propagate_clip(model, clip, save, options, device)
-    log.info("done: %s (fuse with: python ensemble.py --predroot %s --dataroot %s)", result, save, clip.path.parent)
+    try:
+        result = propagate_clip(model, clip, save, options, device, world)
+    finally:
+        finish_world()
+    if world.is_main:
+        log.info("done: %s (fuse with: python ensemble.py --predroot %s --dataroot %s)", result, save, clip.path.parent)
 
 
 if __name__ == "__main__":

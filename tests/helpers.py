@@ -83,3 +83,13 @@ def compare_results(expected: Path, actual: Path) -> list[str]:
         if ((a != e) & clear).any():
             problems.append(f"ensemble/{ens_e.name}: {int(((a != e) & clear).sum())} clear-cut labels differ")
     return problems
+
+
+def run_torchrun(script: str, *args: object, nproc: int = 2, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run a script under ``torchrun --standalone --nproc_per_node nproc`` (gloo on the CPU)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+         str(REPO / script), *map(str, args)],
+        cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env,
+    )  # fmt: skip

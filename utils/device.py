@@ -46,14 +46,16 @@ def resolve_device(name: str = "auto", gpu: int | None = None) -> torch.device:
     return device
 
 
-def prepare_device(device: torch.device, cudnn_benchmark: bool = True, threads: int | None = None) -> None:
+def prepare_device(device: torch.device, system=None) -> None:
     """Per-device settings: flush subnormal floats on the CPU (softmax in the memory read makes
-    them, and they made a segment step up to 8x slower), cuDNN autotuning on CUDA."""
+    them, and they made a segment step up to 8x slower); on CUDA the cuDNN switches of the
+    config's SYSTEM node (CUDNN_ENABLED, CUDNN_BENCHMARK, CUDNN_DETERMINISTIC) when given."""
     if device.type == "cpu":
         torch.set_flush_denormal(True)
-        if threads:
-            torch.set_num_threads(threads)
     elif device.type == "cuda":
         torch.cuda.set_device(device)
-        torch.backends.cudnn.benchmark = cudnn_benchmark
+        if system is not None:
+            torch.backends.cudnn.enabled = system.CUDNN_ENABLED
+            torch.backends.cudnn.benchmark = system.CUDNN_BENCHMARK
+            torch.backends.cudnn.deterministic = system.CUDNN_DETERMINISTIC
     log.info("device: %s%s", device, f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")

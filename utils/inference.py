@@ -14,6 +14,7 @@ import torch
 from dataset.clip import Clip, check_sizes, read_trimap, trimap_warnings
 from dataset.trimap import probs_to_png
 from model.stm import STM
+from utils.distributed import SINGLE, World, agree_on_success, barrier, share_by_load
 from utils.errors import UserError
 from utils.io import BackgroundWriter, atomic_write_json, atomic_write_png
 from utils.logs import progress
@@ -75,8 +76,9 @@ def check_memory_options(mem_every: int, max_memory: int | None) -> None:
         raise UserError("--mem_every 0 needs --max_memory M (then every ceil(N / M)-th frame is kept)")
 
 
-def result_dir_name(clip: Clip, mem_every: int) -> str:
-    return f"{clip.name}_mem{mem_every}"
+def result_dir_name(clip_name: str, mem_every: int) -> str:
+    """``<clip>_mem<N>``, N as given on the command line (0 when derived from --max_memory)."""
+    return f"{clip_name}_mem{mem_every}"
 
 
 def _clear_stale(result_dir: Path, parts: list[Part], clip: Clip) -> None:
@@ -105,16 +107,15 @@ def propagate_clip(
     save_root: Path,
     options: PropagationOptions,
     device: torch.device,
-    part_indices: list[int] | None = None,
-    write_conf: bool = True,
+    world: World = SINGLE,
     on_step: Callable[[int, PartStep, np.ndarray], None] | None = None,
 ) -> Path:
     """Propagate every part of ``clip`` and write ``<save>/<clip>_mem<M>/part<k>/<stem>_tri.png``
     and ``conf.json``. Returns the result folder.
 
-    part_indices: run only these parts (for sharing parts among processes); conf.json is
-    written only when ``write_conf``. on_step(part index, step, H x W x 3 probabilities) sees
-    every result (benchmarks compare paths with it).
+    Under torchrun (``world``) the parts are shared out among the ranks, balanced by frame count;
+    rank 0 clears what an earlier run left and writes conf.json once every rank is done.
+    on_step(part index, step, H x W x 3 probabilities) sees every result (benchmarks use it).
     """
     check_memory_options(options.mem_every, options.max_memory)
     height, width = check_sizes(clip)
@@ -122,13 +123,41 @@ def propagate_clip(
     if not parts:
         raise UserError(f"{clip.path} has a single frame and it is the keyframe: there is nothing to propagate")
     mem_every = derive_mem_every(options.mem_every, options.max_memory, len(clip))
-    result_dir = save_root / result_dir_name(clip, options.mem_every)
-    result_dir.mkdir(parents=True, exist_ok=True)
-    if part_indices is None:
-        part_indices = list(range(len(parts)))
-    if write_conf:
+    result_dir = save_root / result_dir_name(clip.name, options.mem_every)
+    mine = share_by_load([len(part) for part in parts], world.size)[world.rank]
+    if world.is_main:
+        result_dir.mkdir(parents=True, exist_ok=True)
         _clear_stale(result_dir, parts, clip)
+    barrier(world)
+    log.info(
+        "%s: %d frames of %dx%d, keyframes %s, %d parts%s, mem_every %d, max_memory %s",
+        clip.path, len(clip), width, height, clip.keyframe_indices, len(parts),
+        f" (this rank: {mine})" if world.distributed else "", mem_every, options.max_memory,
+    )  # fmt: skip
+    error = None
+    try:
+        _run_parts(model, clip, parts, mine, result_dir, options, mem_every, (height, width), device, on_step)
+    except Exception as exc:  # every rank must reach agree_on_success, or the others wait forever
+        error = exc
+    agree_on_success(world, error)
+    if world.is_main:
+        write_conf_json(result_dir, parts, clip)
+    return result_dir
 
+
+def _run_parts(
+    model: STM,
+    clip: Clip,
+    parts: list[Part],
+    part_indices: list[int],
+    result_dir: Path,
+    options: PropagationOptions,
+    mem_every: int,
+    size: tuple[int, int],
+    device: torch.device,
+    on_step: Callable[[int, PartStep, np.ndarray], None] | None,
+) -> None:
+    height, width = size
     keyframes = {}
     for k in clip.keyframe_indices:
         labels = read_trimap(clip.trimap_path(k), options.dilation)
@@ -136,17 +165,6 @@ def propagate_clip(
         problems = trimap_warnings(labels)
         if problems:
             log.warning("keyframe %s has %s", clip.trimap_path(k), " and ".join(problems))
-    log.info(
-        "%s: %d frames of %dx%d, keyframes %s, %d parts, mem_every %d, max_memory %s",
-        clip.path,
-        len(clip),
-        width,
-        height,
-        clip.keyframe_indices,
-        len(parts),
-        mem_every,
-        options.max_memory,
-    )
     frames = FrameSource(clip, device, workers=min(options.n_threads, 2), memory_format=options.memory_format)
     writer = BackgroundWriter(workers=1 if options.n_threads > 0 else 0)
     propagator = Propagator(
@@ -158,16 +176,14 @@ def propagate_clip(
     try:
         with progress(total=total, desc=clip.name, unit="frame") as bar:
             for k in part_indices:
-                part = parts[k]
                 part_dir = result_dir / f"part{k}"
                 part_dir.mkdir(exist_ok=True)
                 bar.set_postfix_str(f"part {k + 1}/{len(parts)}")
-                for step in propagator.run_part(part):
+                for step in propagator.run_part(parts[k]):
                     probs = probs_to_image(step.probs, height, width)
                     if on_step is not None:
                         on_step(k, step, probs)
-                    image = probs_to_png(probs)
-                    writer.submit(atomic_write_png, part_dir / f"{clip.stems[step.frame]}_tri.png", image)
+                    writer.submit(atomic_write_png, part_dir / f"{clip.stems[step.frame]}_tri.png", probs_to_png(probs))
                     bar.update(1)
                 writer.flush()
     except (torch.OutOfMemoryError, MemoryError) as exc:
@@ -181,9 +197,6 @@ def propagate_clip(
         frames.close()
     elapsed = time.perf_counter() - start
     log.info("%d frames in %.1f s (%.2f frames/s) -> %s", total, elapsed, total / max(elapsed, 1e-9), result_dir)
-    if write_conf:
-        write_conf_json(result_dir, parts, clip)
-    return result_dir
 
 
 def out_of_memory(device: torch.device, clip: Clip, options: PropagationOptions) -> UserError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,13 +21,17 @@ class _TqdmHandler(logging.StreamHandler):
 
 
 def setup_logging(log_file: Path | None = None, verbose: bool = False) -> None:
-    """INFO (DEBUG with ``verbose``) to stderr through tqdm, and everything to ``log_file``."""
+    """INFO (DEBUG with ``verbose``) to stderr through tqdm, and everything to ``log_file``.
+
+    Under torchrun every line says which rank wrote it.
+    """
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     console = _TqdmHandler()
-    console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    rank = f"[rank {os.environ['RANK']}] " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+    console.setFormatter(logging.Formatter(f"%(asctime)s {rank}%(levelname)s %(message)s", "%H:%M:%S"))
     root.addHandler(console)
     if log_file is not None:
         add_log_file(log_file)
@@ -61,6 +66,8 @@ def log_file(path: Path) -> Iterator[None]:
 def progress(*args, **kwargs) -> tqdm:
     """tqdm for long loops; refreshes calmly (every 10 s) when stderr is not a terminal."""
     kwargs.setdefault("dynamic_ncols", True)
+    if int(os.environ.get("RANK", "0")) != 0:
+        kwargs["disable"] = True  # under torchrun, rank 0's bar stands for the job
     if not sys.stderr.isatty():
         kwargs.setdefault("mininterval", 10.0)
     return tqdm(*args, **kwargs)

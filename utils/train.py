@@ -12,7 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from yacs.config import CfgNode
 
@@ -22,6 +25,7 @@ from dataset.trimap import LABEL_GREY
 from model.checkpoint import load_checkpoint, read_torch_file, save_checkpoint
 from model.stm import IMAGENET_MEAN, IMAGENET_STD, STM
 from model.weights import trainable_random_init
+from utils.distributed import SINGLE, World, barrier
 from utils.errors import UserError
 from utils.io import atomic_torch_save, atomic_write_png, atomic_write_text
 from utils.logs import log_file, progress
@@ -33,6 +37,7 @@ LR_STRATEGIES = ("const", "poly", "stair")
 POLY_POWER = 0.9
 STAIR_FACTOR = 0.1
 STAIR_STEPS = 3  # stair: the rate drops by STAIR_FACTOR at each third of TOTAL_STEPS
+RANK_SEED_STRIDE = 1_000_003  # each rank of a seeded run draws its own augmentations
 
 
 def learning_rate(step: int, base_lr: float, strategy: str, total_steps: int) -> float:
@@ -165,8 +170,36 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, path: str) -> int:
     return int(state["step"])
 
 
-def finetune(cfg: CfgNode, cfg_path: Path, clip: Clip, device: torch.device) -> FinetuneResult:
-    """Finetune the STM on ``clip``'s keyframes as ``cfg`` says; returns where things went."""
+class TrainingStep(nn.Module):
+    """The training step as a module, so that DistributedDataParallel can wrap it.
+
+    forward(frames: B x 3 x 3 x h x w, labels: B x 3 x h x w) -> (mean loss over the batch,
+    predictions of the last clip).
+    """
+
+    def __init__(self, model: STM, class_weights: torch.Tensor, memory_format: torch.memory_format, autocast) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("class_weights", class_weights)
+        self.memory_format = memory_format
+        self.autocast = autocast
+
+    def forward(self, frames: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        losses = []
+        with self.autocast() if self.autocast is not None else contextlib.nullcontext():
+            for b in range(frames.shape[0]):
+                clip_frames = frames[b].contiguous(memory_format=self.memory_format)  # 3 frames x 3 x h x w
+                loss, predictions = clip_loss(self.model, clip_frames, labels[b], self.class_weights)
+                losses.append(loss)
+        return torch.stack(losses).mean(), predictions
+
+
+def finetune(cfg: CfgNode, cfg_path: Path, clip: Clip, device: torch.device, world: World = SINGLE) -> FinetuneResult:
+    """Finetune the STM on ``clip``'s keyframes as ``cfg`` says; returns where things went.
+
+    Under torchrun (``world``) every rank trains on its own augmentations with
+    DistributedDataParallel; rank 0 writes the log, images and checkpoints.
+    """
     train = cfg.TRAIN
     total_steps = int(train.TOTAL_STEPS)
     if total_steps < 1:
@@ -176,7 +209,7 @@ def finetune(cfg: CfgNode, cfg_path: Path, clip: Clip, device: torch.device) -> 
     learning_rate(0, train.BASE_LR, train.LR_STRATEGY, total_steps)  # validates the strategy
     seeded = cfg.SYSTEM.RANDOM_SEED > 0
     if seeded:
-        seed_everything(cfg.SYSTEM.RANDOM_SEED)
+        seed_everything(cfg.SYSTEM.RANDOM_SEED)  # the same start on every rank
 
     run_dir = run_dir_for(cfg, cfg_path)
     if clip.path.resolve() in (run_dir.resolve(), *run_dir.resolve().parents):
@@ -184,17 +217,24 @@ def finetune(cfg: CfgNode, cfg_path: Path, clip: Clip, device: torch.device) -> 
             f"SYSTEM.OUTDIR puts the run folder {run_dir} inside the clip folder {clip.path}; "
             "nothing is written there: choose another SYSTEM.OUTDIR"
         )
+    autocast = autocast_for(train.PRECISION, device)
+    if not world.is_main:
+        return _finetune(cfg, clip, device, run_dir, seeded, autocast, world)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", cfg.dump())
-    autocast = autocast_for(train.PRECISION, device)
     with log_file(run_dir / "train.log"):
-        return _finetune(cfg, clip, device, run_dir, seeded, autocast)
+        return _finetune(cfg, clip, device, run_dir, seeded, autocast, world)
 
 
-def _finetune(cfg: CfgNode, clip: Clip, device: torch.device, run_dir: Path, seeded: bool, autocast) -> FinetuneResult:
+def _finetune(
+    cfg: CfgNode, clip: Clip, device: torch.device, run_dir: Path, seeded: bool, autocast, world: World
+) -> FinetuneResult:
     train = cfg.TRAIN
     total_steps = int(train.TOTAL_STEPS)
-    log.info("finetuning %s on keyframes %s -> %s", clip.path, clip.keyframe_indices, run_dir)
+    log.info(
+        "finetuning %s on keyframes %s -> %s%s", clip.path, clip.keyframe_indices, run_dir,
+        f" ({world.size} ranks)" if world.distributed else "",
+    )  # fmt: skip
 
     model = STM()
     if train.LOAD_CKPT:
@@ -202,8 +242,8 @@ def _finetune(cfg: CfgNode, clip: Clip, device: torch.device, run_dir: Path, see
     else:
         trainable_random_init(model)
         log.warning(
-            "TRAIN.LOAD_CKPT is empty: the network starts from RANDOM weights (bottleneck bn3 scaled to 0.1 so "
-            "that finetuning can learn). Set TRAIN.LOAD_CKPT to trimap_ep150.pth for real footage."
+            "TRAIN.LOAD_CKPT is empty: the network starts from RANDOM weights (initialised so that finetuning can "
+            "learn, see model/weights.py). Set TRAIN.LOAD_CKPT to trimap_ep150.pth for real footage."
         )
     memory_format = torch.channels_last if train.CHANNELS_LAST else torch.contiguous_format
     model.to(device, memory_format=memory_format).eval()  # batch norm frozen: eval mode throughout
@@ -214,32 +254,32 @@ def _finetune(cfg: CfgNode, clip: Clip, device: torch.device, run_dir: Path, see
         log.info("resuming from %s at step %d", train.LOAD_OPT, start_step)
     log.info(
         "%d trainable tensors (%.1fM values); batch norm frozen; %s lr %g (%s), %d steps",
-        len(params),
-        sum(p.numel() for p in params) / 1e6,
-        train.OPTIMIZER,
-        train.BASE_LR,
-        train.LR_STRATEGY,
+        len(params), sum(p.numel() for p in params) / 1e6, train.OPTIMIZER, train.BASE_LR, train.LR_STRATEGY,
         total_steps,
-    )
+    )  # fmt: skip
+    class_weights = torch.tensor([1.0, train.UNKNOWN_WEIGHT, 1.0], device=device)
+    step_module: nn.Module = TrainingStep(model, class_weights, memory_format, autocast)
+    if world.distributed:
+        step_module = DistributedDataParallel(
+            step_module, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False
+        )
 
     batch = int(train.BATCH_SIZE_PER_GPU)
+    seed = cfg.SYSTEM.RANDOM_SEED + RANK_SEED_STRIDE * world.rank if seeded else None
     dataset = KeyframeClips(
         clip,
         tuple(train.TRAIN_INPUT_SIZE),
         dilation=cfg.FINETUNE.DILATION,
         min_unknown=cfg.FINETUNE.MIN_UNKNOWN_PIXELS,
         length=total_steps * batch,
-        seed=cfg.SYSTEM.RANDOM_SEED if seeded else None,
+        seed=seed,
     )
-    remaining = range(start_step * batch, total_steps * batch)
     loader = DataLoader(
-        torch.utils.data.Subset(dataset, remaining),
+        torch.utils.data.Subset(dataset, range(start_step * batch, total_steps * batch)),
         batch_size=batch,
         shuffle=False,
         num_workers=cfg.SYSTEM.NUM_WORKERS,
-        persistent_workers=False,
     )
-    class_weights = torch.tensor([1.0, train.UNKNOWN_WEIGHT, 1.0], device=device)
     save_freq = cfg.FINETUNE.SAVE_FREQ
     checkpoint = None
     loss_value = float("nan")
@@ -250,23 +290,19 @@ def _finetune(cfg: CfgNode, clip: Clip, device: torch.device, run_dir: Path, see
             lr = learning_rate(step, train.BASE_LR, train.LR_STRATEGY, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            frames = sample["frames"].to(device)
-            labels = sample["labels"].to(device)
+            frames, labels = sample["frames"].to(device), sample["labels"].to(device)
             optimizer.zero_grad(set_to_none=True)
-            losses = []
-            for b in range(frames.shape[0]):
-                with autocast() if autocast is not None else contextlib.nullcontext():
-                    clip_frames = frames[b].contiguous(memory_format=memory_format)  # 3 frames x 3 x h x w
-                    loss, predictions = clip_loss(model, clip_frames, labels[b], class_weights)
-                (loss / frames.shape[0]).backward()
-                losses.append(loss.item())
+            loss, predictions = step_module(frames, labels)
+            loss.backward()
             optimizer.step()
             step += 1
-            loss_value = float(np.mean(losses))
+            loss_value = mean_over_ranks(loss.detach(), world)
             if not math.isfinite(loss_value):
                 raise RuntimeError(f"loss became {loss_value} at step {step}; lower TRAIN.BASE_LR")
             bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
             bar.update(1)
+            if not world.is_main:
+                continue
             if step % train.PRINT_FREQ == 0 or step == total_steps:
                 log.info("step %d/%d loss %.4f lr %.3e", step, total_steps, loss_value, lr)
             if train.IMAGE_FREQ > 0 and (step % train.IMAGE_FREQ == 0 or step == start_step + 1):
@@ -276,13 +312,23 @@ def _finetune(cfg: CfgNode, clip: Clip, device: torch.device, run_dir: Path, see
                 atomic_write_png(images / f"step_{step:06d}.png", sheet)
             if (save_freq > 0 and step % save_freq == 0) or step == total_steps:
                 checkpoint = save_state(model, optimizer, run_dir, step)
-    if checkpoint is None:  # resumed at or past TOTAL_STEPS: nothing to train
+    if world.is_main and checkpoint is None:  # resumed at or past TOTAL_STEPS: nothing to train
         log.warning("TRAIN.LOAD_OPT is at step %d >= TRAIN.TOTAL_STEPS %d: nothing to train", start_step, total_steps)
         checkpoint = save_state(model, optimizer, run_dir, start_step)
+    barrier(world)  # the checkpoint exists for every rank once this returns
     trained = step - start_step
     per_step = (time.perf_counter() - start) / max(trained, 1)
     log.info("%d steps, %.2f s/step, final loss %.4f", trained, per_step, loss_value)
-    return FinetuneResult(run_dir, checkpoint, step, loss_value, per_step)
+    final = checkpoint or run_dir / f"checkpoint_{max(step, start_step)}.pth.tar"
+    return FinetuneResult(run_dir, final, step, loss_value, per_step)
+
+
+def mean_over_ranks(value: torch.Tensor, world: World) -> float:
+    if world.distributed:
+        value = value.clone()
+        dist.all_reduce(value)
+        value /= world.size
+    return float(value)
 
 
 def save_state(model: STM, optimizer: torch.optim.Optimizer, run_dir: Path, step: int) -> Path:
