@@ -17,6 +17,7 @@ from pathlib import Path
 
 from config import load_config
 from dataset.clip import check_sizes, scan_clip
+from utils.cli import add_config_arguments, add_device_arguments
 from utils.device import prepare_device
 from utils.distributed import finish_world, init_world
 from utils.errors import UserError, run_cli
@@ -29,10 +30,8 @@ log = logging.getLogger("online_finetune_test")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cfg", required=True, help="the clip's yaml config (see template.yaml)")
-    parser.add_argument("--gpu", type=int, default=None, help="CUDA device index (published flag)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda, cuda:N, mps")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    add_device_arguments(parser)
+    add_config_arguments(parser)
     return parser.parse_args(argv)
 
 

@@ -25,6 +25,7 @@ from config import load_config
 from dataset.clip import FRAME_SUFFIX, TRIMAP_SUFFIX, scan_clip
 from model.checkpoint import load_checkpoint
 from model.stm import STM
+from utils.cli import add_config_arguments, add_device_arguments
 from utils.device import prepare_device
 from utils.distributed import World, finish_world, gather, init_world, share_by_load
 from utils.ensemble import ResultCheck, ensemble_result
@@ -52,10 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fast", action="store_true", help="channels_last tensors (see test_mf_2.py --fast)")
     parser.add_argument("--gt", default=None, help="ground truth root: GT/<clip>/<stem>_trimap.png or _alpha.png")
     parser.add_argument("--gt_width", type=int, default=10, help="alpha ground truth: unknown band dilation")
-    parser.add_argument("--gpu", type=int, default=None)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides for every clip")
+    add_device_arguments(parser)
+    add_config_arguments(parser)
     return parser.parse_args(argv)
 
 

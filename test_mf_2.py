@@ -19,6 +19,7 @@ from config import load_config
 from dataset.clip import scan_clip
 from model.checkpoint import load_checkpoint
 from model.stm import STM
+from utils.cli import add_config_arguments, add_device_arguments
 from utils.device import prepare_device
 from utils.distributed import finish_world, init_world
 from utils.errors import UserError, run_cli
@@ -40,10 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--max_memory", type=int, default=None, help="at most M non-keyframe entries in memory")
     parser.add_argument("--n_threads", type=int, default=1, help="background threads reading frames / writing PNGs")
-    parser.add_argument(
-        "--gpu", type=int, default=None, help="CUDA device index (published flag; same as --device cuda:N)"
-    )
-    parser.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda, cuda:N, mps")
+    add_device_arguments(parser)
     parser.add_argument(
         "--precision", choices=tuple(PRECISIONS), default="fp32", help="fp32 (default, matches the published numbers), "
         "bf16 or fp16 (autocast: faster on GPUs and on CPUs with AMX/AVX512-BF16)",
@@ -57,8 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--naive", action="store_true", help="the published computation as it was (affinity always "
         "materialised, per-object decoder): the baseline; memory grows with T",
     )  # fmt: skip
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    add_config_arguments(parser)
     return parser.parse_args(argv)
 
 

@@ -51,11 +51,6 @@ def probs_to_png(probs: np.ndarray) -> np.ndarray:
     return np.floor(np.clip(probs, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def png_to_probs(png: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`probs_to_png` up to the 1/255 quantisation: H x W x 3 float32."""
-    return png.astype(np.float32) / 255.0
-
-
 def alpha_to_trimap(alpha: np.ndarray, width: int) -> np.ndarray:
     """Ground-truth trimap (0/128/255) from an alpha matte in [0, 1] (float) or 0..255 (uint8).
 

@@ -62,59 +62,55 @@ def crop_padding(x: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tens
     return x[..., top : height - bottom, left : width - right]
 
 
-class _ImageNetNormalise(nn.Module):
-    """Holds the ``mean``/``std`` buffers every encoder of the checkpoint carries."""
+class _TrunkEncoder(nn.Module):
+    """A ResNet-50 trunk (stem, res2-res4) behind ImageNet normalisation with its own buffers.
 
-    def __init__(self) -> None:
+    ``mask_inputs`` adds the 1-channel stem convolutions ``conv1_m`` and ``conv1_o`` (registered
+    first, as in the published checkpoints' tensor order).
+    """
+
+    def __init__(self, mask_inputs: bool = False) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        if mask_inputs:
+            self.conv1_m = nn.Conv2d(1, 64, 7, stride=2, padding=3, bias=False)
+            self.conv1_o = nn.Conv2d(1, 64, 7, stride=2, padding=3, bias=False)
+        trunk = ResNet50Trunk()
+        self.conv1 = trunk.conv1
+        self.bn1 = trunk.bn1
+        self.relu = trunk.relu
+        self.maxpool = trunk.maxpool
+        self.res2 = trunk.layer1
+        self.res3 = trunk.layer2
+        self.res4 = trunk.layer3
 
     def normalise(self, frame: torch.Tensor) -> torch.Tensor:
         return (frame - self.mean) / self.std
 
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        """conv1 output -> f4, 64 channels."""
+        return self.maxpool(self.relu(self.bn1(x)))
 
-class MemoryEncoder(_ImageNetNormalise):
+
+class MemoryEncoder(_TrunkEncoder):
     """ResNet-50 trunk whose first conv also sees the object mask and the other objects' mask."""
 
     def __init__(self) -> None:
-        super().__init__()
-        trunk = ResNet50Trunk()
-        self.conv1_m = nn.Conv2d(1, 64, 7, stride=2, padding=3, bias=False)
-        self.conv1_o = nn.Conv2d(1, 64, 7, stride=2, padding=3, bias=False)
-        self.conv1 = trunk.conv1
-        self.bn1 = trunk.bn1
-        self.relu = trunk.relu
-        self.maxpool = trunk.maxpool
-        self.res2 = trunk.layer1
-        self.res3 = trunk.layer2
-        self.res4 = trunk.layer3
+        super().__init__(mask_inputs=True)
 
     def forward(self, frame: torch.Tensor, mask: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
         """frame: B x 3 x H x W, mask/others: B x 1 x H x W -> r4: B x 1024 x H/16 x W/16."""
-        x = self.conv1(self.normalise(frame)) + self.conv1_m(mask) + self.conv1_o(others)
-        x = self.maxpool(self.relu(self.bn1(x)))  # f4, 64
+        x = self.stem(self.conv1(self.normalise(frame)) + self.conv1_m(mask) + self.conv1_o(others))  # f4, 64
         return self.res4(self.res3(self.res2(x)))  # f16, 1024
 
 
-class QueryEncoder(_ImageNetNormalise):
+class QueryEncoder(_TrunkEncoder):
     """ResNet-50 trunk returning the f16, f8 and f4 features."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        trunk = ResNet50Trunk()
-        self.conv1 = trunk.conv1
-        self.bn1 = trunk.bn1
-        self.relu = trunk.relu
-        self.maxpool = trunk.maxpool
-        self.res2 = trunk.layer1
-        self.res3 = trunk.layer2
-        self.res4 = trunk.layer3
 
     def forward(self, frame: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """frame: B x 3 x H x W -> (r4: B x 1024 x f16, r3: B x 512 x f8, r2: B x 256 x f4)."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(self.normalise(frame)))))
-        r2 = self.res2(x)  # f4, 256
+        r2 = self.res2(self.stem(self.conv1(self.normalise(frame))))  # f4, 256
         r3 = self.res3(r2)  # f8, 512
         r4 = self.res4(r3)  # f16, 1024
         return r4, r3, r2

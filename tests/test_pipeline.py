@@ -70,6 +70,10 @@ def reference_run(model, folder, stems, keys, mem_every, max_memory, dilation, b
     return {key: np.floor(v[0, :, :h, :w].permute(1, 2, 0).numpy() * 255).astype(np.uint8) for key, v in out.items()}
 
 
+def propagate(cfg, weights, save, *flags):
+    return run_script("test_mf_2.py", "--cfg", cfg, "--load", weights, "--save", save, *flags)
+
+
 def max_level_diff(expected, result_dir):
     worst = 0
     for (p, stem), png in expected.items():
@@ -89,19 +93,7 @@ def colour_clip(tmp_path_factory):
 
 def test_head_between_tail_gt_subset_dilation_and_rgb_order(tmp_path, colour_clip, parity_weights, parity_model):
     cfg = write_cfg(tmp_path / "c.yaml", colour_clip.folder, "FINETUNE:\n  GT_IDX: [2, 6]\n  DILATION: 3\n")
-    run = run_script(
-        "test_mf_2.py",
-        "--cfg",
-        cfg,
-        "--load",
-        parity_weights,
-        "--save",
-        tmp_path / "out",
-        "--mem_every",
-        "2",
-        "--max_memory",
-        "2",
-    )
+    run = propagate(cfg, parity_weights, tmp_path / "out", "--mem_every", "2", "--max_memory", "2")
     assert run.returncode == 0, run.stderr
     result = tmp_path / "out" / "colour_mem2"
     conf = json.loads((result / "conf.json").read_text())
@@ -124,19 +116,7 @@ def test_head_between_tail_gt_subset_dilation_and_rgb_order(tmp_path, colour_cli
 
 def test_single_keyframe_and_mem_every_derived_from_max_memory(tmp_path, colour_clip, parity_weights, parity_model):
     cfg = write_cfg(tmp_path / "c.yaml", colour_clip.folder, "FINETUNE:\n  GT_IDX: [4]\n")
-    run = run_script(
-        "test_mf_2.py",
-        "--cfg",
-        cfg,
-        "--load",
-        parity_weights,
-        "--save",
-        tmp_path / "out",
-        "--mem_every",
-        "0",
-        "--max_memory",
-        "2",
-    )
+    run = propagate(cfg, parity_weights, tmp_path / "out", "--mem_every", "0", "--max_memory", "2")
     assert run.returncode == 0, run.stderr
     result = tmp_path / "out" / "colour_mem0"
     assert sorted(p.name for p in result.iterdir()) == ["conf.json", "part0", "part1"]
@@ -150,7 +130,7 @@ def test_rerun_into_the_same_folder_replaces_outputs(tmp_path, colour_clip, pari
     first = write_cfg(tmp_path / "a.yaml", colour_clip.folder, "FINETUNE:\n  GT_IDX: [2, 6]\n")
     second = write_cfg(tmp_path / "b.yaml", colour_clip.folder, "FINETUNE:\n  GT_IDX: [6]\n")
     for cfg in (first, second):
-        run = run_script("test_mf_2.py", "--cfg", cfg, "--load", parity_weights, "--save", save)
+        run = propagate(cfg, parity_weights, save)
         assert run.returncode == 0, run.stderr
     result = save / "colour_mem5"
     conf = json.loads((result / "conf.json").read_text())
@@ -172,8 +152,7 @@ def level_stats(expected, result_dir):
 @pytest.mark.parametrize("flag", ["--naive", "--fast"])
 def test_naive_and_fast_paths_against_the_reference(tmp_path, colour_clip, parity_weights, parity_model, flag):
     cfg = write_cfg(tmp_path / "c.yaml", colour_clip.folder, "FINETUNE:\n  GT_IDX: [2, 6]\n")
-    run = run_script("test_mf_2.py", "--cfg", cfg, "--load", parity_weights, "--save", tmp_path / "out", flag,
-                     "--mem_every", "1")  # fmt: skip
+    run = propagate(cfg, parity_weights, tmp_path / "out", flag, "--mem_every", "1")
     assert run.returncode == 0, run.stderr
     expected = reference_run(parity_model, colour_clip.folder, colour_clip.stems, [2, 6], 1, None, dilation=0)
     mean_diff, agreement = level_stats(expected, tmp_path / "out" / "colour_mem1")

@@ -9,7 +9,6 @@ from dataset.trimap import (
     dilate_unknown,
     encode_labels,
     labels_to_onehot,
-    png_to_probs,
     probs_to_png,
 )
 
@@ -60,4 +59,3 @@ def test_probability_png_floors_p_times_255():
     png = probs_to_png(probs)
     assert png.dtype == np.uint8
     assert png.tolist() == [[[255, 127, 0], [254, 0, 254]]]
-    assert np.allclose(png_to_probs(png), png / 255.0)

@@ -65,17 +65,19 @@ class FrameSource:
             self._futures.popitem(last=False)
 
     def get(self, index: int) -> torch.Tensor:
+        """The frame on the device, in the memory format asked for (cached there for reuse)."""
         with self._lock:
             item = self._futures.get(index)
         if item is None:
             item = self._load(index)
         elif isinstance(item, Future):
             item = item.result()
+        item = item.to(self.device, memory_format=self.memory_format)
         with self._lock:
             self._futures[index] = item
             self._futures.move_to_end(index)
             self._trim()
-        return item.to(self.device, memory_format=self.memory_format, non_blocking=True)
+        return item
 
     def close(self) -> None:
         if self._pool is not None:
