@@ -25,16 +25,15 @@ from config import load_config
 from dataset.clip import FRAME_SUFFIX, TRIMAP_SUFFIX, scan_clip
 from model.checkpoint import load_checkpoint
 from model.stm import STM
-from utils.cli import add_config_arguments, add_device_arguments
+from utils.cli import add_config_arguments, add_device_arguments, add_propagation_arguments, propagation_options
 from utils.device import prepare_device
 from utils.distributed import World, finish_world, gather, init_world, share_by_load
 from utils.ensemble import ResultCheck, ensemble_result
 from utils.errors import UserError, run_cli
 from utils.evaluation import evaluate_folders
-from utils.inference import PropagationOptions, check_memory_options, configure_model, propagate_clip, result_dir_name
+from utils.inference import configure_model, propagate_clip, result_dir_name
 from utils.io import BackgroundWriter, atomic_write_json, atomic_write_text, ensure_writable_dir
 from utils.logs import setup_logging
-from utils.precision import PRECISIONS
 from utils.train import finetune
 
 log = logging.getLogger("run_workspace")
@@ -46,11 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--save", required=True, help="where configs, finetuning runs and results go")
     parser.add_argument("--cfg", default=None, help="base yaml for every clip (DATASET.PATH is set per clip)")
     parser.add_argument("--load", default=None, help="propagate with this checkpoint; no finetuning")
-    parser.add_argument("--mem_every", type=int, default=5)
-    parser.add_argument("--max_memory", type=int, default=None)
-    parser.add_argument("--n_threads", type=int, default=1)
-    parser.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32")
-    parser.add_argument("--fast", action="store_true", help="channels_last tensors (see test_mf_2.py --fast)")
+    add_propagation_arguments(parser)
     parser.add_argument("--gt", default=None, help="ground truth root: GT/<clip>/<stem>_trimap.png or _alpha.png")
     parser.add_argument("--gt_width", type=int, default=10, help="alpha ground truth: unknown band dilation")
     add_device_arguments(parser)
@@ -90,10 +85,6 @@ def is_complete(result_dir: Path, clip_dir: Path) -> bool:
 def process_clip(clip_dir: Path, args: argparse.Namespace, save: Path, world: World, device) -> ClipOutcome:
     frames = len(list(clip_dir.glob(f"*{FRAME_SUFFIX}")))
     outcome = ClipOutcome(clip_dir.name, frames, world.rank, "done")
-    options = PropagationOptions(
-        mem_every=args.mem_every, max_memory=args.max_memory, n_threads=args.n_threads,
-        precision=args.precision, fast=args.fast,
-    )  # fmt: skip
     result_dir = save / result_dir_name(clip_dir.name, args.mem_every)
     if is_complete(result_dir, clip_dir):
         outcome.status, outcome.detail = "skipped", "already complete"
@@ -104,7 +95,7 @@ def process_clip(clip_dir: Path, args: argparse.Namespace, save: Path, world: Wo
         cfg = load_config(args.cfg, overrides)
         atomic_write_text(cfg_path, cfg.dump())
         clip = scan_clip(cfg.DATASET.PATH, cfg.FINETUNE.GT_IDX)
-        options.dilation = cfg.FINETUNE.DILATION
+        options = propagation_options(args, cfg.FINETUNE.DILATION)
         checkpoint = Path(args.load) if args.load else None
         if checkpoint is None:
             checkpoint = save / "train_log" / clip_dir.name / f"checkpoint_{cfg.TRAIN.TOTAL_STEPS}.pth.tar"
@@ -150,7 +141,7 @@ def summary_table(outcomes: list[ClipOutcome]) -> str:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     setup_logging()
-    check_memory_options(args.mem_every, args.max_memory)
+    propagation_options(args)  # checks the flags before any work
     clips = find_clips(Path(args.workspace))
     save = ensure_writable_dir(Path(args.save), "--save")
     workspace = Path(args.workspace).resolve()

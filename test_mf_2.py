@@ -19,14 +19,13 @@ from config import load_config
 from dataset.clip import scan_clip
 from model.checkpoint import load_checkpoint
 from model.stm import STM
-from utils.cli import add_config_arguments, add_device_arguments
+from utils.cli import add_config_arguments, add_device_arguments, add_propagation_arguments, propagation_options
 from utils.device import prepare_device
 from utils.distributed import finish_world, init_world
 from utils.errors import UserError, run_cli
-from utils.inference import PropagationOptions, check_memory_options, configure_model, propagate_clip
+from utils.inference import configure_model, propagate_clip
 from utils.io import ensure_writable_dir
 from utils.logs import setup_logging
-from utils.precision import PRECISIONS
 
 log = logging.getLogger("test_mf_2")
 
@@ -36,25 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cfg", required=True, help="the clip's yaml config (DATASET.PATH etc.)")
     parser.add_argument("--load", required=True, help="STM checkpoint to propagate with")
     parser.add_argument("--save", required=True, help="output folder for the result folders")
-    parser.add_argument(
-        "--mem_every", type=int, default=5, help="keep every N-th frame in memory (0: from --max_memory)"
-    )
-    parser.add_argument("--max_memory", type=int, default=None, help="at most M non-keyframe entries in memory")
-    parser.add_argument("--n_threads", type=int, default=1, help="background threads reading frames / writing PNGs")
+    add_propagation_arguments(parser)
     add_device_arguments(parser)
-    parser.add_argument(
-        "--precision", choices=tuple(PRECISIONS), default="fp32", help="fp32 (default, matches the published numbers), "
-        "bf16 or fp16 (autocast: faster on GPUs and on CPUs with AMX/AVX512-BF16)",
-    )  # fmt: skip
-    path = parser.add_mutually_exclusive_group()
-    path.add_argument(
-        "--fast", action="store_true", help="channels_last tensors: about 1.4x faster on CPUs, results move "
-        "slightly from the published numbers (see README, Performance)",
-    )  # fmt: skip
-    path.add_argument(
-        "--naive", action="store_true", help="the published computation as it was (affinity always "
-        "materialised, per-object decoder): the baseline; memory grows with T",
-    )  # fmt: skip
     add_config_arguments(parser)
     return parser.parse_args(argv)
 
@@ -62,9 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     setup_logging()
-    check_memory_options(args.mem_every, args.max_memory)
-    if args.n_threads < 0:
-        raise UserError(f"--n_threads {args.n_threads}: must be >= 0")
+    propagation_options(args)  # checks the flags before anything is read
     cfg = load_config(args.cfg, args.opts)
     clip = scan_clip(cfg.DATASET.PATH, cfg.FINETUNE.GT_IDX)
     save = Path(args.save)
@@ -73,15 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     ensure_writable_dir(save, "--save")
     world, device = init_world(args.device, args.gpu)
     prepare_device(device, cfg.SYSTEM)
-    options = PropagationOptions(
-        mem_every=args.mem_every,
-        max_memory=args.max_memory,
-        n_threads=args.n_threads,
-        dilation=cfg.FINETUNE.DILATION,
-        precision=args.precision,
-        naive=args.naive,
-        fast=args.fast,
-    )
+    options = propagation_options(args, cfg.FINETUNE.DILATION)
     model = STM()
     load_checkpoint(model, args.load)
     configure_model(model, options, device)

@@ -33,6 +33,7 @@ class PropagationOptions:
     max_memory: bound on non-fixed memory entries, or None.
     n_threads: background threads for reading frames and writing PNGs (0: inline).
     dilation: FINETUNE.DILATION applied to the keyframe trimaps.
+    precision: fp32, bf16 or fp16 (autocast); naive / fast: the computation path (configure_model).
     """
 
     mem_every: int = 5
