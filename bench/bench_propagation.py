@@ -198,11 +198,8 @@ def memory_mode(args: argparse.Namespace, device: torch.device, height: int, wid
                 for _ in range(args.runs):
                     with PeakMemory(device) as peak:
                         start = time.perf_counter()
-                        if autocast is None:
+                        with autocast():
                             model.segment(query, memory)
-                        else:
-                            with autocast():
-                                model.segment(query, memory)
                         if device.type == "cuda":
                             torch.cuda.synchronize(device)
                         times.append(time.perf_counter() - start)

@@ -16,8 +16,8 @@ log = logging.getLogger(__name__)
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def autocast_for(precision: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager] | None:
-    """A factory of autocast contexts for ``precision`` on ``device``; None for fp32.
+def autocast_for(precision: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+    """A factory of autocast contexts for ``precision`` on ``device`` (fp32: a null context).
 
     Convolutions and matrix products run in bf16/fp16; softmax, the memory read's scores and the
     outputs stay fp32.
@@ -26,7 +26,7 @@ def autocast_for(precision: str, device: torch.device) -> Callable[[], contextli
         raise UserError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     dtype = PRECISIONS[precision]
     if dtype is None:
-        return None
+        return contextlib.nullcontext
     if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
         raise UserError(f"{torch.cuda.get_device_name(device)} has no bf16 support; use --precision fp16 or fp32")
     if device.type == "cpu" and dtype == torch.bfloat16 and not cpu_has_fast_bf16():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections import OrderedDict
@@ -106,7 +107,7 @@ class Propagator:
         frames: where frames come from.
         keyframes: keyframe index -> one-hot probabilities (1 x 3 x Hp x Wp) on any device.
         mem_every, max_memory: the memory schedule (see MemoryBank).
-        autocast: a context factory for reduced precision, or None for fp32.
+        autocast: a context factory for the precision (see utils.precision.autocast_for).
         cache_keyframes: encode each keyframe once per run (False: once per part, as published).
     """
 
@@ -117,7 +118,7 @@ class Propagator:
         keyframes: dict[int, torch.Tensor],
         mem_every: int,
         max_memory: int | None,
-        autocast: Callable | None = None,
+        autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
         cache_keyframes: bool = True,
     ) -> None:
         self.model = model
@@ -130,11 +131,8 @@ class Propagator:
         self._fixed: dict[int, MemoryEntry] = {}
 
     def _memorize(self, index: int, probs: torch.Tensor) -> MemoryEntry:
-        with self._precision():
+        with self.autocast():
             return self.model.memorize(self.frames.get(index), probs)
-
-    def _precision(self):
-        return self.autocast() if self.autocast is not None else _null_context()
 
     def fixed_entry(self, index: int) -> MemoryEntry:
         if not self.cache_keyframes:
@@ -157,20 +155,12 @@ class Propagator:
             self.frames.prefetch(list(part.frames[i : i + 3]))
             if i >= 2:
                 bank.set_temporary(Slot(part.frames[i - 1], self._memorize(part.frames[i - 1], previous)))
-            with self._precision():
+            with self.autocast():
                 logits = self.model.segment(self.frames.get(frame_index), [slot.entry for slot in bank.slots()])
             probs = F.softmax(logits.float(), dim=1)
             bank.after_segment(i)
             yield PartStep(i, frame_index, probs)
             previous = probs
-
-
-class _null_context:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *args: object) -> None:
-        return None
 
 
 def probs_to_image(probs: torch.Tensor, height: int, width: int) -> np.ndarray:

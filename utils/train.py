@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import random
@@ -186,7 +185,7 @@ class TrainingStep(nn.Module):
 
     def forward(self, frames: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         losses = []
-        with self.autocast() if self.autocast is not None else contextlib.nullcontext():
+        with self.autocast():
             for b in range(frames.shape[0]):
                 clip_frames = frames[b].contiguous(memory_format=self.memory_format)  # 3 frames x 3 x h x w
                 loss, predictions = clip_loss(self.model, clip_frames, labels[b], self.class_weights)
