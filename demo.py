@@ -23,21 +23,21 @@ import cv2
 import numpy as np
 import torch
 
-import ensemble
-import online_finetune_test
-import test_mf_2
-from dataset.clip import read_image
+from config import load_config
+from dataset.clip import Clip, read_image
 from dataset.synthetic import make_synthetic_clip
-from dataset.trimap import decode_trimap
+from evaluation.folders import evaluate_folders, read_labels, read_truth
+from evaluation.metrics import format_table, score_sequence
+from evaluation.pictures import contact_sheet, trimap_overlay, write_video
+from inference.options import PropagationOptions
 from model.checkpoint import save_checkpoint
 from model.stm import STM
 from model.weights import trainable_random_init
+from pipeline.clip import Finetuning, open_clip, run_clip
+from utils.device import prepare_device, resolve_device
 from utils.errors import UserError, run_cli
-from utils.evaluation import evaluate_folders, read_labels
 from utils.io import atomic_write_png, atomic_write_text
 from utils.logs import setup_logging
-from utils.metrics import format_table, score_sequence
-from utils.visualize import contact_sheet, trimap_overlay, write_video
 
 log = logging.getLogger("demo")
 
@@ -81,21 +81,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def nearest_keyframe_copy(clip_dir: Path, stems: list[str], keyframes: list[int]) -> list[np.ndarray]:
+def nearest_keyframe_copy(clip: Clip) -> list[np.ndarray]:
     """The simplest baseline: every frame gets the trimap of its nearest keyframe."""
-    key_labels = {k: read_labels(clip_dir / f"{stems[k]}_trimap.png") for k in keyframes}
-    return [key_labels[min(keyframes, key=lambda k: (abs(k - t), k))] for t in range(len(stems))]
-
-
-def run_chain(cfg: Path, checkpoint: Path, save: Path, workspace: Path, device: str) -> Path:
-    """test_mf_2.py, then ensemble.py; returns the ensemble folder."""
-    argv = ["--cfg", str(cfg), "--load", str(checkpoint), "--save", str(save), "--device", device]
-    log.info("$ python test_mf_2.py %s", " ".join(argv))
-    test_mf_2.main(argv)
-    argv = ["--predroot", str(save), "--dataroot", str(workspace)]
-    log.info("$ python ensemble.py %s", " ".join(argv))
-    ensemble.main(argv)
-    return save / f"{CLIP}_mem5" / "ensemble"
+    keyframes = clip.keyframe_indices
+    key_labels = {k: read_labels(clip.trimap_path(k)) for k in keyframes}
+    return [key_labels[min(keyframes, key=lambda k: (abs(k - t), k))] for t in range(len(clip))]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -131,37 +121,40 @@ def main(argv: list[str] | None = None) -> None:
         ),
     )  # fmt: skip
 
+    device = resolve_device(args.device)
+    cfg_node = load_config(cfg)
+    prepare_device(device, cfg_node.SYSTEM)
+    clip = open_clip(cfg_node)
+    options = PropagationOptions()
     stems, skip = sample.stems, {sample.stems[k] for k in keyframes}
     scores = {}
     log.info("== untrained network (the random start) ==")
-    untrained = run_chain(cfg, start_path, out / "results_untrained", workspace, args.device)
-    scores["untrained network"] = evaluate_folders(untrained, sample.gt_folder, "trimap", skip=skip)
+    untrained = run_clip(clip, out / "results_untrained", options, device, checkpoint=start_path)
+    scores["untrained network"] = evaluate_folders(untrained.result.ensemble_dir, sample.gt_folder, "trimap", skip=skip)
 
-    truths = [decode_trimap(read_image(sample.gt_folder / f"{s}_trimap.png", cv2.IMREAD_GRAYSCALE)) for s in stems]
-    copies = nearest_keyframe_copy(sample.folder, stems, keyframes)
+    truths = [read_truth(sample.gt_folder, s, "trimap", 0) for s in stems]
+    copies = nearest_keyframe_copy(clip)
     evaluated = [t for t, s in enumerate(stems) if s not in skip]
     scores["copy nearest keyframe"] = score_sequence(
         [copies[t] for t in evaluated], [truths[t] for t in evaluated], [stems[t] for t in evaluated]
     )
 
     if args.load:
-        checkpoint, label = Path(args.load), "your checkpoint"
+        label = "your checkpoint"
+        log.info("== propagating with the %s ==", label)
+        final = run_clip(clip, out / "results", options, device, checkpoint=Path(args.load))
     else:
-        log.info("== finetuning on the keyframes (%d steps) ==", args.steps)
-        argv = ["--cfg", str(cfg), "--device", args.device]
-        log.info("$ python online_finetune_test.py %s", " ".join(argv))
-        online_finetune_test.main(argv)
-        checkpoint, label = out / "train_log" / CLIP / f"checkpoint_{args.steps}.pth.tar", "finetuned network"
-    log.info("== propagating with the %s ==", label)
-    final = run_chain(cfg, checkpoint, out / "results", workspace, args.device)
-    scores[label] = evaluate_folders(final, sample.gt_folder, "trimap", skip=skip)
+        label = "finetuned network"
+        log.info("== finetuning on the keyframes (%d steps), then propagating ==", args.steps)
+        final = run_clip(clip, out / "results", options, device, finetuning=Finetuning(cfg_node, cfg))
+    scores[label] = evaluate_folders(final.result.ensemble_dir, sample.gt_folder, "trimap", skip=skip)
 
     table = format_table(scores)
     print(f"\nTrimaps of the {len(evaluated)} frames without a keyframe trimap, against the ground truth:\n{table}\n")
     atomic_write_text(out / "metrics.json", json.dumps({k: v.as_dict() for k, v in scores.items()}, indent=2))
 
-    frames = [read_image(sample.folder / f"{s}_rgb.png", cv2.IMREAD_COLOR) for s in stems]
-    preds = [read_labels(final / f"{s}_trimap.png") for s in stems]
+    frames = [read_image(clip.frame_path(t), cv2.IMREAD_COLOR) for t in range(len(clip))]
+    preds = [read_labels(final.result.ensemble_png(s)) for s in stems]
     shown = sorted(set(np.linspace(0, len(stems) - 1, 6).round().astype(int)) | set(keyframes))
     sheet = contact_sheet(
         [frames[t] for t in shown], [truths[t] for t in shown], [preds[t] for t in shown],

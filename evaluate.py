@@ -14,11 +14,12 @@ import json
 import logging
 from pathlib import Path
 
+from dataset.clip import TRIMAP_SUFFIX, stems_with
+from evaluation.folders import evaluate_folders
+from evaluation.metrics import format_table
 from utils.errors import UserError, run_cli
-from utils.evaluation import evaluate_folders, stems_with
 from utils.io import atomic_write_text
 from utils.logs import setup_logging
-from utils.metrics import format_table
 
 log = logging.getLogger("evaluate")
 
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         clip_dir = Path(args.skip_keyframes)
         if not clip_dir.is_dir():
             raise UserError(f"--skip_keyframes {clip_dir} is not a folder")
-        skip = set(stems_with(clip_dir, "_trimap.png"))
+        skip = set(stems_with(clip_dir, TRIMAP_SUFFIX))
     scores = evaluate_folders(Path(args.pred), Path(args.gt), args.gt_kind, args.width, skip)
     print(format_table({Path(args.pred).parent.name or "prediction": scores}))
     log.info("%d frames scored%s", scores.frames, f" ({len(skip)} keyframes skipped)" if skip else "")

@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 import cv2
 import numpy as np
 
-from dataset.clip import FRAME_SUFFIX, TRIMAP_SUFFIX, read_image
+from dataset.clip import ALPHA_SUFFIX, FRAME_SUFFIX, TRIMAP_SUFFIX, read_image
 from dataset.trimap import alpha_to_trimap
 from utils.errors import UserError, run_cli
 from utils.io import atomic_write_png
@@ -105,7 +105,7 @@ def import_video(args: argparse.Namespace, root: Path, out: Path, video: str, pa
         image, alpha = shrink(image, args.max_edge), shrink(alpha, args.max_edge)
         trimap = alpha_to_trimap(alpha, width)
         atomic_write_png(clip_dir / f"{stem}{FRAME_SUFFIX}", image)
-        atomic_write_png(gt_dir / f"{stem}_alpha.png", alpha)
+        atomic_write_png(gt_dir / f"{stem}{ALPHA_SUFFIX}", alpha)
         atomic_write_png(gt_dir / f"{stem}{TRIMAP_SUFFIX}", trimap)
         if index in keyframes:
             atomic_write_png(clip_dir / f"{stem}{TRIMAP_SUFFIX}", trimap)

@@ -16,13 +16,14 @@ import logging
 from pathlib import Path
 
 from config import load_config
-from dataset.clip import check_sizes, scan_clip
+from dataset.clip import check_sizes
+from pipeline.clip import open_clip
+from training.loop import finetune
 from utils.cli import add_config_arguments, add_device_arguments
 from utils.device import prepare_device
 from utils.distributed import finish_world, init_world
 from utils.errors import UserError, run_cli
 from utils.logs import setup_logging
-from utils.train import finetune
 
 log = logging.getLogger("online_finetune_test")
 
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     setup_logging()
     cfg = load_config(args.cfg, args.opts)
-    clip = scan_clip(cfg.DATASET.PATH, cfg.FINETUNE.GT_IDX)
+    clip = open_clip(cfg)
     check_sizes(clip)
     if cfg.SYSTEM.NUM_WORKERS < 0:
         raise UserError(f"SYSTEM.NUM_WORKERS {cfg.SYSTEM.NUM_WORKERS}: must be >= 0")

@@ -16,14 +16,12 @@ import logging
 from pathlib import Path
 
 from config import load_config
-from dataset.clip import scan_clip
-from model.checkpoint import load_checkpoint
-from model.stm import STM
-from utils.cli import add_config_arguments, add_device_arguments, add_propagation_arguments, propagation_options
+from inference.options import PropagationOptions, add_propagation_arguments
+from pipeline.clip import open_clip, run_clip
+from utils.cli import add_config_arguments, add_device_arguments
 from utils.device import prepare_device
 from utils.distributed import finish_world, init_world
 from utils.errors import UserError, run_cli
-from utils.inference import configure_model, propagate_clip
 from utils.io import ensure_writable_dir
 from utils.logs import setup_logging
 
@@ -44,25 +42,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     setup_logging()
-    propagation_options(args)  # checks the flags before anything is read
+    options = PropagationOptions.from_args(args)  # checks the flags before anything is read
     cfg = load_config(args.cfg, args.opts)
-    clip = scan_clip(cfg.DATASET.PATH, cfg.FINETUNE.GT_IDX)
+    clip = open_clip(cfg)
     save = Path(args.save)
     if save.resolve() == clip.path.resolve() or clip.path.resolve() in save.resolve().parents:
         raise UserError(f"--save {save} is inside the clip folder {clip.path}; write results somewhere else")
     ensure_writable_dir(save, "--save")
     world, device = init_world(args.device, args.gpu)
     prepare_device(device, cfg.SYSTEM)
-    options = propagation_options(args, cfg.FINETUNE.DILATION)
-    model = STM()
-    load_checkpoint(model, args.load)
-    configure_model(model, options, device)
     try:
-        result = propagate_clip(model, clip, save, options, device, world)
+        run = run_clip(clip, save, options, device, checkpoint=Path(args.load), fuse=False, world=world)
     finally:
         finish_world()
     if world.is_main:
-        log.info("done: %s (fuse with: python ensemble.py --predroot %s --dataroot %s)", result, save, clip.path.parent)
+        log.info(
+            "done: %s (fuse with: python ensemble.py --predroot %s --dataroot %s)", run.result.path, save,
+            clip.path.parent,
+        )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -21,12 +21,12 @@ import cv2
 import numpy as np
 
 from dataset.clip import FRAME_SUFFIX, TRIMAP_SUFFIX, read_image
-from utils.ensemble import clip_name
+from evaluation.folders import read_labels
+from evaluation.pictures import trimap_overlay, write_video
+from inference.layout import ResultFolder
 from utils.errors import UserError, run_cli
-from utils.evaluation import read_labels, stems_with
 from utils.io import atomic_write_png
 from utils.logs import progress, setup_logging
-from utils.visualize import trimap_overlay, write_video
 
 log = logging.getLogger("video")
 
@@ -102,19 +102,21 @@ def extract(args: argparse.Namespace) -> None:
 
 
 def overlay(args: argparse.Namespace) -> None:
-    result = Path(args.result)
-    ensembled = result / "ensemble"
-    stems = stems_with(ensembled, "_trimap.png") if ensembled.is_dir() else []
+    result = ResultFolder(args.result)
+    stems = result.ensemble_stems()
     if not stems:
-        raise UserError(f"{ensembled} holds no <stem>_trimap.png; run ensemble.py --predroot {result.parent} first")
-    frames_dir = Path(args.dataroot) / clip_name(result.name)
+        raise UserError(
+            f"{result.ensemble_dir} holds no <stem>{TRIMAP_SUFFIX}; "
+            f"run ensemble.py --predroot {result.path.parent} first"
+        )
+    frames_dir = Path(args.dataroot) / result.clip_name
     missing = [s for s in stems if not (frames_dir / f"{s}{FRAME_SUFFIX}").exists()]
     if missing:
         raise UserError(f"{frames_dir / (missing[0] + FRAME_SUFFIX)} is missing; check --dataroot")
-    out = Path(args.out) if args.out else result / "overlay.mp4"
+    out = Path(args.out) if args.out else result.path / "overlay.mp4"
     images = (
         trimap_overlay(
-            read_image(frames_dir / f"{s}{FRAME_SUFFIX}", cv2.IMREAD_COLOR), read_labels(ensembled / f"{s}_trimap.png")
+            read_image(frames_dir / f"{s}{FRAME_SUFFIX}", cv2.IMREAD_COLOR), read_labels(result.ensemble_png(s))
         )
         for s in stems
     )

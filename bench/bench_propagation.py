@@ -33,11 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.memory import PeakMemory, ensure_malloc_settings
 from dataset.clip import scan_clip
 from dataset.synthetic import make_synthetic_clip
+from inference.driver import configure_model, propagate_clip
+from inference.options import PropagationOptions
 from model.checkpoint import load_checkpoint
 from model.stm import STM
 from model.weights import parity_state_dict
 from utils.device import prepare_device, resolve_device
-from utils.inference import PropagationOptions, configure_model, propagate_clip
 from utils.logs import setup_logging
 from utils.precision import autocast_for, cpu_has_fast_bf16
 

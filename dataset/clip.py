@@ -20,6 +20,7 @@ from utils.errors import UserError
 
 FRAME_SUFFIX = "_rgb.png"
 TRIMAP_SUFFIX = "_trimap.png"
+ALPHA_SUFFIX = "_alpha.png"  # ground-truth mattes (evaluation, generated clips, importers)
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +29,15 @@ log = logging.getLogger(__name__)
 class Clip:
     """A clip folder: its frames in order and which of them are keyframes.
 
-    stems: frame stems in sorted order; keyframe_indices: sorted indices into ``stems``.
+    stems: frame stems in sorted order; keyframe_indices: sorted indices into ``stems``;
+    dilation: ``FINETUNE.DILATION``, applied whenever a keyframe trimap is read.
     """
 
     path: Path
     stems: list[str]
     keyframe_indices: list[int]
     trimap_stems: set[str] = field(default_factory=set)
+    dilation: int = 0
 
     @property
     def name(self) -> str:
@@ -49,12 +52,23 @@ class Clip:
     def trimap_path(self, index: int) -> Path:
         return self.path / f"{self.stems[index]}{TRIMAP_SUFFIX}"
 
+    def read_keyframe(self, index: int) -> np.ndarray:
+        """The trimap of keyframe ``index`` as labels (H x W uint8, 0/1/2), dilated as configured."""
+        return read_trimap(self.trimap_path(index), self.dilation)
+
 
 _CLIP_FILE = re.compile(r"(?P<stem>.+)_(?P<kind>rgb|trimap)\.(?P<ext>[A-Za-z0-9]+)", re.IGNORECASE)
 
 
 def _stems(names: list[str], suffix: str) -> list[str]:
     return sorted(name[: -len(suffix)] for name in names if name.endswith(suffix))
+
+
+def stems_with(folder: Path, suffix: str) -> list[str]:
+    """Sorted stems of the files ``<stem><suffix>`` in ``folder`` (none if it is not a folder)."""
+    if not folder.is_dir():
+        return []
+    return _stems([p.name for p in folder.iterdir() if p.is_file()], suffix)
 
 
 def _check_names(folder: Path, names: list[str]) -> None:
@@ -78,13 +92,14 @@ def _check_names(folder: Path, names: list[str]) -> None:
         )
 
 
-def scan_clip(path: str | Path, gt_idx: Sequence[int] = ()) -> Clip:
+def scan_clip(path: str | Path, gt_idx: Sequence[int] = (), dilation: int = 0) -> Clip:
     """Find the frames and keyframes of a clip folder.
 
     Args:
         path: the clip folder (``DATASET.PATH``).
         gt_idx: keyframe indices into the sorted frames (``FINETUNE.GT_IDX``); empty: every frame
             that has a ``<stem>_trimap.png``.
+        dilation: ``FINETUNE.DILATION`` for reading the keyframe trimaps.
     Raises UserError for a missing folder, no frames, no keyframes or a bad index.
     """
     folder = Path(path)
@@ -134,7 +149,7 @@ def scan_clip(path: str | Path, gt_idx: Sequence[int] = ()) -> Clip:
         raise UserError(
             f"{folder} has no keyframes: add at least one <stem>{TRIMAP_SUFFIX} next to its <stem>{FRAME_SUFFIX}"
         )
-    return Clip(folder, stems, keyframes, set(trimap_stems))
+    return Clip(folder, stems, keyframes, set(trimap_stems), dilation)
 
 
 def read_image(path: Path, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:

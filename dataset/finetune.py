@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from dataset.clip import Clip, read_frame, read_trimap, trimap_warnings
+from dataset.clip import Clip, read_frame, trimap_warnings
 from dataset.prepare import normalise_frame
 from dataset.trimap import UNKNOWN
 from model.stm import IMAGENET_MEAN
@@ -125,7 +125,6 @@ class KeyframeClips(Dataset):
         self,
         clip: Clip,
         crop_size_wh: tuple[int, int],
-        dilation: int = 0,
         min_unknown: int = 400,
         length: int = 1000,
         seed: int | None = None,
@@ -142,7 +141,7 @@ class KeyframeClips(Dataset):
         self.keyframes = []
         for index in clip.keyframe_indices:
             frame = read_frame(clip.frame_path(index))
-            labels = read_trimap(clip.trimap_path(index), dilation)
+            labels = clip.read_keyframe(index)
             self.keyframes.append((index, frame, labels))
         height, width = self.keyframes[0][2].shape
         if self.crop_hw[0] > height or self.crop_hw[1] > width:

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dataset.clip import FRAME_SUFFIX, TRIMAP_SUFFIX
+from dataset.clip import ALPHA_SUFFIX, FRAME_SUFFIX, TRIMAP_SUFFIX
 from dataset.trimap import alpha_to_trimap
 from utils.io import atomic_write_png
 
@@ -116,7 +116,7 @@ def make_synthetic_clip(
         atomic_write_png(folder / f"{stems[t]}{FRAME_SUFFIX}", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
         trimap = alpha_to_trimap(alpha, unknown_width)
         atomic_write_png(gt_folder / f"{stems[t]}{TRIMAP_SUFFIX}", trimap)
-        atomic_write_png(gt_folder / f"{stems[t]}_alpha.png", np.round(alpha * 255).astype(np.uint8))
+        atomic_write_png(gt_folder / f"{stems[t]}{ALPHA_SUFFIX}", np.round(alpha * 255).astype(np.uint8))
         if t in keyframes:
             atomic_write_png(folder / f"{stems[t]}{TRIMAP_SUFFIX}", trimap)
     return SyntheticClip(folder, gt_folder, stems, sorted(keyframes))

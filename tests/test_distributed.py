@@ -69,7 +69,7 @@ def test_workspace_with_two_ranks_processes_each_clip_once_and_resumes(tmp_path,
     assert {s["rank"] for s in summary} == {0, 1}, "both ranks got work"
     for name in ("alpha", "beta", "gamma"):
         log = (save / "train_log" / name / "train.log").read_text()
-        assert log.count("utils.train: finetuning ") == 1, f"{name} was finetuned more than once"
+        assert log.count("training.loop: finetuning ") == 1, f"{name} was finetuned more than once"
         frames = len(list((ws / name).glob("*_rgb.png")))
         assert len(list((save / f"{name}_mem5" / "ensemble").glob("*_trimap.png"))) == frames
     # a rerun skips what is complete; a removed ensemble is redone

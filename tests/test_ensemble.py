@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 
 from helpers import run_script
-from utils.ensemble import clip_name, frames_of, fuse, overlay
+from inference.ensemble import frames_of, fuse, overlay
+from inference.layout import clip_name
 from utils.io import atomic_write_png
 
 

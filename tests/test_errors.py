@@ -336,8 +336,9 @@ def test_ensemble_writes_nothing_into_the_workspace(result):
 def test_out_of_memory_is_explained(tmp_path, clip, parity_model, monkeypatch):
     from config import load_config
     from dataset.clip import scan_clip
+    from inference.driver import propagate_clip
+    from inference.options import PropagationOptions
     from utils.errors import UserError
-    from utils.inference import PropagationOptions, propagate_clip
 
     def exhausted(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")

@@ -19,8 +19,9 @@ from helpers import FIXTURES, run_script, write_cfg
 from model.checkpoint import save_checkpoint
 from model.stm import STM
 from model.weights import trainable_random_init
+from training.loop import finetune
+from training.optim import is_frozen, learning_rate
 from utils.errors import UserError
-from utils.train import finetune, is_frozen, learning_rate
 
 
 @pytest.fixture(scope="module")

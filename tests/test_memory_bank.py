@@ -1,15 +1,13 @@
-"""The memory bank: read order, keeping every mem_every-th frame, the max_memory bound."""
+"""The memory bank: read order, keeping every keep_every-th frame, the max_memory bound."""
 
 from __future__ import annotations
 
-import pytest
-
-from utils.memory_bank import MemoryBank, Slot
+from inference.memory_bank import MemoryBank, Slot
 
 
-def simulate(part_length: int, fixed: list[int], mem_every: int, max_memory: int | None) -> list[list[int]]:
+def simulate(part_length: int, fixed: list[int], keep_every: int, max_memory: int | None) -> list[list[int]]:
     """The frames each read sees, for local frames 1..part_length-1 (frame ids = local index)."""
-    bank = MemoryBank([Slot(f"k{k}", None) for k in fixed], mem_every, max_memory)
+    bank = MemoryBank([Slot(f"k{k}", None) for k in fixed], keep_every, max_memory)
     reads = []
     for i in range(1, part_length):
         if i >= 2:
@@ -19,8 +17,8 @@ def simulate(part_length: int, fixed: list[int], mem_every: int, max_memory: int
     return reads
 
 
-def test_mem_every_1_max_memory_3_keeps_a_sliding_window():
-    reads = simulate(7, [0, 9], mem_every=1, max_memory=3)
+def test_keep_every_1_max_memory_3_keeps_a_sliding_window():
+    reads = simulate(7, [0, 9], keep_every=1, max_memory=3)
     assert reads == [
         ["k0", "k9"],
         ["k0", "k9", 1],
@@ -31,8 +29,8 @@ def test_mem_every_1_max_memory_3_keeps_a_sliding_window():
     ]
 
 
-def test_mem_every_5_keeps_frames_5_10_and_the_previous_one():
-    reads = simulate(13, [0], mem_every=5, max_memory=None)
+def test_keep_every_5_keeps_frames_5_10_and_the_previous_one():
+    reads = simulate(13, [0], keep_every=5, max_memory=None)
     assert reads[0] == ["k0"]
     assert reads[4] == ["k0", 4]  # frame 5 reads the temporary frame 4 only
     assert reads[5] == ["k0", 5]  # frame 6: 5 was kept (and is not also temporary)
@@ -42,20 +40,20 @@ def test_mem_every_5_keeps_frames_5_10_and_the_previous_one():
 
 
 def test_reads_never_see_more_than_max_memory_non_fixed_entries():
-    for mem_every in range(1, 4):
+    for keep_every in range(1, 4):
         for max_memory in range(1, 5):
-            for read in simulate(30, [0, 29], mem_every, max_memory):
+            for read in simulate(30, [0, 29], keep_every, max_memory):
                 assert read[:2] == ["k0", "k29"], "keyframes are never dropped and come first"
                 assert len(read) - 2 <= max_memory
 
 
 def test_max_memory_1_reads_only_the_previous_frame():
-    reads = simulate(6, [0], mem_every=1, max_memory=1)
+    reads = simulate(6, [0], keep_every=1, max_memory=1)
     assert reads == [["k0"], ["k0", 1], ["k0", 2], ["k0", 3], ["k0", 4]]
 
 
 def test_eviction_drops_the_oldest_kept_entry_first():
-    reads = simulate(20, [0], mem_every=2, max_memory=3)
+    reads = simulate(20, [0], keep_every=2, max_memory=3)
     kept_order = [r[1:-1] for r in reads if len(r) > 2]
     for earlier, later in zip(kept_order, kept_order[1:]):
         # the window only ever moves forward
@@ -64,12 +62,5 @@ def test_eviction_drops_the_oldest_kept_entry_first():
 
 
 def test_unbounded_memory_grows_with_the_part():
-    reads = simulate(12, [0], mem_every=1, max_memory=None)
+    reads = simulate(12, [0], keep_every=1, max_memory=None)
     assert reads[-1] == ["k0", *range(1, 11)]
-
-
-def test_invalid_settings_are_rejected():
-    with pytest.raises(ValueError):
-        MemoryBank([], mem_every=0)
-    with pytest.raises(ValueError):
-        MemoryBank([], mem_every=1, max_memory=0)

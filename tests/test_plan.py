@@ -6,7 +6,9 @@ import itertools
 
 import pytest
 
-from utils.plan import Part, derive_mem_every, part_confidence, plan_parts
+from inference.options import PropagationOptions
+from inference.plan import Part, part_confidence, plan_parts
+from utils.errors import UserError
 
 
 def test_head_between_and_tail_parts_in_order():
@@ -78,11 +80,23 @@ def test_confidence_is_one_minus_position_over_length():
 
 
 def test_mem_every_zero_is_derived_from_max_memory():
-    assert derive_mem_every(5, None, 100) == 5
-    assert derive_mem_every(0, 3, 16) == 6  # ceil(16 / 3)
-    assert derive_mem_every(0, 4, 16) == 4
-    assert derive_mem_every(0, 50, 16) == 1
-    with pytest.raises(ValueError):
-        derive_mem_every(0, None, 16)
-    with pytest.raises(ValueError):
-        derive_mem_every(-1, 3, 16)
+    assert PropagationOptions(mem_every=5).keep_every(100) == 5
+    assert PropagationOptions(mem_every=0, max_memory=3).keep_every(16) == 6  # ceil(16 / 3)
+    assert PropagationOptions(mem_every=0, max_memory=4).keep_every(16) == 4
+    assert PropagationOptions(mem_every=0, max_memory=50).keep_every(16) == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"mem_every": 0}, "--mem_every 0 needs --max_memory"),
+        ({"mem_every": -1}, "--mem_every -1: must be >= 0"),
+        ({"max_memory": 0}, "--max_memory 0: must be >= 1"),
+        ({"n_threads": -1}, "--n_threads -1"),
+        ({"precision": "fp8"}, "--precision 'fp8'"),
+        ({"naive": True, "fast": True}, "exclude each other"),
+    ],
+)
+def test_propagation_options_are_checked_where_they_are_made(kwargs, message):
+    with pytest.raises(UserError, match=message):
+        PropagationOptions(**kwargs)

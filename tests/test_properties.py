@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from dataset.trimap import decode_trimap, encode_labels
-from utils.memory_bank import MemoryBank, Slot
-from utils.plan import part_confidence, plan_parts
+from inference.memory_bank import MemoryBank, Slot
+from inference.plan import part_confidence, plan_parts
 
 grey_images = arrays(np.uint8, st.tuples(st.integers(1, 12), st.integers(1, 12)))
 
@@ -61,9 +61,9 @@ def test_parts_cover_every_frame_in_runs_from_keyframes(clip):
 
 @settings(max_examples=200)
 @given(st.integers(2, 60), st.integers(1, 7), st.one_of(st.none(), st.integers(1, 6)), st.integers(1, 2))
-def test_bank_bounds_order_and_contents(part_length, mem_every, max_memory, fixed_count):
+def test_bank_bounds_order_and_contents(part_length, keep_every, max_memory, fixed_count):
     fixed = [f"key{k}" for k in range(fixed_count)]
-    bank = MemoryBank([Slot(k, None) for k in fixed], mem_every, max_memory)
+    bank = MemoryBank([Slot(k, None) for k in fixed], keep_every, max_memory)
     for i in range(1, part_length):
         if i >= 2:
             bank.set_temporary(Slot(i - 1, None))
@@ -77,7 +77,7 @@ def test_bank_bounds_order_and_contents(part_length, mem_every, max_memory, fixe
         if i >= 2:
             assert others[-1] == i - 1, "the previous frame is always read"
         kept = others[:-1] if i >= 2 else others
-        assert all(f % mem_every == 0 for f in kept), "only every mem_every-th frame is kept"
+        assert all(f % keep_every == 0 for f in kept), "only every keep_every-th frame is kept"
         if max_memory is None:
-            assert kept == list(range(mem_every, i - 1, mem_every))
+            assert kept == list(range(keep_every, i - 1, keep_every))
         bank.after_segment(i)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from dataset.trimap import alpha_to_trimap, encode_labels
+from evaluation.metrics import confusion, iou_from_confusion, score_sequence
 from helpers import run_script
 from utils.io import atomic_write_png
-from utils.metrics import confusion, iou_from_confusion, score_sequence
 
 
 def test_scores_of_a_perfect_prediction():

@@ -1,1 +1,2 @@
-"""Library code behind the three scripts: parts plan, memory bank, propagation, ensemble, I/O."""
+"""The foundation: errors, atomic file writes, logging, devices, precision, torchrun. Imports nothing
+else of the project."""

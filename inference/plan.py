@@ -5,7 +5,6 @@ Pure functions, no network: see spec section 5.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -58,14 +57,3 @@ def plan_parts(keyframes: Sequence[int], num_frames: int) -> list[Part]:
 def part_confidence(part: Part) -> list[float]:
     """Ensemble weights of a part's frames in visiting order: ``1 - i / part_length``."""
     return [1 - i / len(part) for i in range(len(part))]
-
-
-def derive_mem_every(mem_every: int, max_memory: int | None, num_frames: int) -> int:
-    """``--mem_every 0 --max_memory M`` means every ``ceil(N / M)`` frames (N: frames in the clip)."""
-    if mem_every < 0:
-        raise ValueError("mem_every must be >= 0")
-    if mem_every > 0:
-        return mem_every
-    if not max_memory:
-        raise ValueError("mem_every 0 needs max_memory")
-    return max(1, math.ceil(num_frames / max_memory))

@@ -23,7 +23,7 @@ class MemoryBank(Generic[Entry]):
 
     - fixed: the part's keyframes, never dropped.
     - kept: predicted frames kept for good, FIFO. After segmenting local frame i, the temporary
-      entry is kept if ``(i - 1) % mem_every == 0``; then, if ``len(kept) == max_memory``, the
+      entry is kept if ``(i - 1) % keep_every == 0``; then, if ``len(kept) == max_memory``, the
       oldest kept entry is dropped. So ``len(kept) < max_memory`` between steps, and a read sees
       the fixed entries plus at most ``max_memory`` others (``max_memory - 1`` kept and the
       temporary one). With ``max_memory`` None, kept grows without bound.
@@ -31,19 +31,16 @@ class MemoryBank(Generic[Entry]):
 
     Args:
         fixed: the keyframe slots, in memory order.
-        mem_every: keep every mem_every-th predicted frame (>= 1).
+        keep_every: keep every keep_every-th predicted frame (>= 1; the interval
+            ``PropagationOptions.keep_every`` derived from the checked flags).
         max_memory: bound on non-fixed entries a read sees (>= 1), or None.
     """
 
-    def __init__(self, fixed: list[Slot[Entry]], mem_every: int, max_memory: int | None = None) -> None:
-        if mem_every < 1:
-            raise ValueError(f"mem_every must be >= 1, not {mem_every}")
-        if max_memory is not None and max_memory < 1:
-            raise ValueError(f"max_memory must be >= 1, not {max_memory}")
+    def __init__(self, fixed: list[Slot[Entry]], keep_every: int, max_memory: int | None = None) -> None:
         self.fixed = list(fixed)
         self.kept: deque[Slot[Entry]] = deque()
         self.temporary: Slot[Entry] | None = None
-        self.mem_every = mem_every
+        self.keep_every = keep_every
         self.max_memory = max_memory
 
     def set_temporary(self, slot: Slot[Entry]) -> None:
@@ -60,7 +57,7 @@ class MemoryBank(Generic[Entry]):
 
     def after_segment(self, local_index: int) -> None:
         """Bookkeeping after segmenting the part's frame ``local_index`` (>= 1)."""
-        if (local_index - 1) % self.mem_every == 0 and self.temporary is not None:
+        if (local_index - 1) % self.keep_every == 0 and self.temporary is not None:
             self.kept.append(self.temporary)
             self.temporary = None
         if self.max_memory is not None and len(self.kept) == self.max_memory:

@@ -7,16 +7,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dataset.clip import TRIMAP_SUFFIX, read_image
+from dataset.clip import ALPHA_SUFFIX, TRIMAP_SUFFIX, read_image, stems_with
 from dataset.trimap import alpha_to_trimap, decode_trimap
+from evaluation.metrics import TrimapScores, score_sequence
 from utils.errors import UserError
-from utils.metrics import TrimapScores, score_sequence
-
-ALPHA_SUFFIX = "_alpha.png"
-
-
-def stems_with(folder: Path, suffix: str) -> list[str]:
-    return sorted(p.name[: -len(suffix)] for p in folder.glob(f"*{suffix}"))
 
 
 def read_labels(path: Path) -> np.ndarray:

@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from dataset.clip import Clip, read_frame
 from dataset.prepare import frame_to_tensor, pad_reflect
 from dataset.trimap import labels_to_onehot
+from inference.memory_bank import MemoryBank, Slot
+from inference.plan import Part
 from model.stm import STM, MemoryEntry
-from utils.memory_bank import MemoryBank, Slot
-from utils.plan import Part
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class Propagator:
         model: the STM, in eval mode, on ``frames.device``.
         frames: where frames come from.
         keyframes: keyframe index -> one-hot probabilities (1 x 3 x Hp x Wp) on any device.
-        mem_every, max_memory: the memory schedule (see MemoryBank).
+        keep_every, max_memory: the memory schedule (see MemoryBank).
         autocast: a context factory for the precision (see utils.precision.autocast_for).
         cache_keyframes: encode each keyframe once per run (False: once per part, as published).
     """
@@ -116,7 +116,7 @@ class Propagator:
         model: STM,
         frames: FrameSource,
         keyframes: dict[int, torch.Tensor],
-        mem_every: int,
+        keep_every: int,
         max_memory: int | None,
         autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
         cache_keyframes: bool = True,
@@ -124,7 +124,7 @@ class Propagator:
         self.model = model
         self.frames = frames
         self.keyframes = {k: v.to(frames.device) for k, v in keyframes.items()}
-        self.mem_every = mem_every
+        self.keep_every = keep_every
         self.max_memory = max_memory
         self.autocast = autocast
         self.cache_keyframes = cache_keyframes
@@ -146,7 +146,7 @@ class Propagator:
         """Yield the part's frames in visiting order with their probabilities."""
         self.frames.prefetch(list(part.frames[:3]) + list(part.fixed))
         bank: MemoryBank[MemoryEntry] = MemoryBank(
-            [Slot(k, self.fixed_entry(k)) for k in part.fixed], self.mem_every, self.max_memory
+            [Slot(k, self.fixed_entry(k)) for k in part.fixed], self.keep_every, self.max_memory
         )
         previous = self.keyframes[part.start]
         yield PartStep(0, part.start, previous)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import re
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,11 +11,12 @@ import numpy as np
 
 from dataset.clip import FRAME_SUFFIX, image_size, read_image
 from dataset.trimap import encode_labels
+from inference.layout import Conf, ResultFolder
 from utils.errors import UserError
 from utils.io import BackgroundWriter, atomic_write_png, ensure_writable_dir
 from utils.logs import progress
 
-MEM_SUFFIX = re.compile(r"_mem\d+$")
+log = logging.getLogger(__name__)
 
 
 def fuse(part_pngs: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
@@ -41,16 +41,7 @@ def overlay(rgb_bgr: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return (0.5 * rgb_bgr.astype(np.float32) + 0.5 * grey).astype(np.uint8)
 
 
-def read_conf(result_dir: Path) -> list[dict[str, float]]:
-    """conf.json of a result folder: one ``{stem: weight}`` dict per part."""
-    with open(result_dir / "conf.json") as handle:
-        conf = json.load(handle)
-    if not isinstance(conf, list) or not all(isinstance(part, dict) for part in conf):
-        raise ValueError("conf.json must hold a list of {stem: weight} dicts")
-    return conf
-
-
-def frames_of(conf: list[dict[str, float]]) -> dict[str, list[tuple[int, float]]]:
+def frames_of(conf: Conf) -> dict[str, list[tuple[int, float]]]:
     """stem -> [(part index, weight)] in part order; stems in order of first appearance."""
     covered: dict[str, list[tuple[int, float]]] = {}
     for k, part in enumerate(conf):
@@ -59,30 +50,29 @@ def frames_of(conf: list[dict[str, float]]) -> dict[str, list[tuple[int, float]]
     return covered
 
 
-def clip_name(result_dir_name: str) -> str:
-    """``<clip>_mem<N>`` -> ``<clip>``."""
-    return MEM_SUFFIX.sub("", result_dir_name)
-
-
 class ResultCheck:
-    """What one result folder holds, checked before anything is written."""
+    """What one result folder holds, checked before anything is written.
 
-    def __init__(self, result_dir: Path, dataroot: Path | None) -> None:
-        self.dir = result_dir
-        conf_path = result_dir / "conf.json"
-        if not conf_path.exists():
+    result: the folder; dataroot: the workspace holding ``<clip>/<stem>_rgb.png`` for the
+    overlays, or None for no overlays.
+    """
+
+    def __init__(self, result: ResultFolder, dataroot: Path | None) -> None:
+        self.result = result
+        conf_path = result.conf_path
+        if not result.is_finished():
             raise UserError(
-                f"{conf_path} is missing: {result_dir} is not a finished test_mf_2.py result; rerun test_mf_2.py"
+                f"{conf_path} is missing: {result.path} is not a finished test_mf_2.py result; rerun test_mf_2.py"
             )
         try:
-            self.conf = read_conf(result_dir)
+            self.conf = result.read_conf()
         except (ValueError, OSError) as exc:
             raise UserError(f"{conf_path} is not a readable conf.json ({exc}); rerun test_mf_2.py") from exc
         self.frames = frames_of(self.conf)
         size = None
         for stem, parts in self.frames.items():
             for k, _ in parts:
-                png = self.part_png(k, stem)
+                png = result.part_png(k, stem)
                 if not png.exists():
                     raise UserError(
                         f"{png} is missing but conf.json names frame {stem} in part {k}; rerun test_mf_2.py"
@@ -97,29 +87,40 @@ class ResultCheck:
                     )
         self.rgb_dir = None
         if dataroot is not None:
-            self.rgb_dir = dataroot / clip_name(result_dir.name)
+            self.rgb_dir = dataroot / result.clip_name
             for stem in self.frames:
                 rgb = self.rgb_dir / f"{stem}{FRAME_SUFFIX}"
                 if not rgb.exists():
                     raise UserError(
                         f"{rgb} is missing: the overlay of frame {stem} needs it; check --dataroot "
-                        f"(the folder holding {clip_name(result_dir.name)}/)"
+                        f"(the folder holding {result.clip_name}/)"
                     )
-
-    def part_png(self, k: int, stem: str) -> Path:
-        return self.dir / f"part{k}" / f"{stem}_tri.png"
 
 
 def ensemble_result(check: ResultCheck, writer: BackgroundWriter) -> int:
-    """Write ensemble/ (and envis/ when frames are known) for one result folder."""
-    out = ensure_writable_dir(check.dir / "ensemble", "ensemble output")
-    vis = ensure_writable_dir(check.dir / "envis", "overlay output") if check.rgb_dir is not None else None
-    for stem, parts in progress(check.frames.items(), desc=check.dir.name, unit="frame"):
-        pngs = [read_image(check.part_png(k, stem), cv2.IMREAD_COLOR) for k, _ in parts]
+    """Write ensemble/ (and envis/ when frames are known) for one result folder; returns the frame count."""
+    result = check.result
+    ensure_writable_dir(result.ensemble_dir, "ensemble output")
+    if check.rgb_dir is not None:
+        ensure_writable_dir(result.envis_dir, "overlay output")
+    for stem, parts in progress(check.frames.items(), desc=result.name, unit="frame"):
+        pngs = [read_image(result.part_png(k, stem), cv2.IMREAD_COLOR) for k, _ in parts]
         labels = fuse(pngs, [w for _, w in parts])
-        writer.submit(atomic_write_png, out / f"{stem}_trimap.png", encode_labels(labels))
-        if vis is not None:
+        writer.submit(atomic_write_png, result.ensemble_png(stem), encode_labels(labels))
+        if check.rgb_dir is not None:
             frame = read_image(check.rgb_dir / f"{stem}{FRAME_SUFFIX}", cv2.IMREAD_COLOR)
-            writer.submit(atomic_write_png, vis / f"{stem}.png", overlay(frame, labels))
+            writer.submit(atomic_write_png, result.envis_png(stem), overlay(frame, labels))
     writer.flush()
     return len(check.frames)
+
+
+def ensemble_folders(results: Sequence[ResultFolder], dataroot: Path | None) -> None:
+    """Check every result folder first, then fuse each (``ensemble.py``)."""
+    checks = [ResultCheck(result, dataroot) for result in results]
+    writer = BackgroundWriter()
+    try:
+        for check in checks:
+            count = ensemble_result(check, writer)
+            log.info("%s: %d frames -> %s", check.result.name, count, check.result.ensemble_dir)
+    finally:
+        writer.close()

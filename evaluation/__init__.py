@@ -1,0 +1,1 @@
+"""Scoring trimaps against ground truth, and pictures of the results."""

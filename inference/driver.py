@@ -1,0 +1,179 @@
+"""The clip driver: propagate every part of a clip and write its result folder (``test_mf_2.py``)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dataset.clip import Clip, check_sizes, trimap_warnings
+from dataset.trimap import probs_to_png
+from inference.layout import ResultFolder
+from inference.options import PropagationOptions
+from inference.plan import Part, part_confidence, plan_parts
+from inference.propagator import FrameSource, PartStep, Propagator, keyframe_probs, probs_to_image
+from model.checkpoint import load_checkpoint
+from model.stm import STM
+from utils.distributed import SINGLE, World, agree_on_success, barrier, share_by_load
+from utils.errors import UserError
+from utils.io import BackgroundWriter, atomic_write_png
+from utils.logs import progress
+from utils.precision import autocast_for
+
+log = logging.getLogger(__name__)
+
+
+def configure_model(model: STM, options: PropagationOptions, device: torch.device) -> STM:
+    """Set the model up for the chosen path and move it to ``device`` (eval mode).
+
+    - naive: the published computation as it was (affinity always materialised, decoder skip
+      branches once per object, keyframes encoded once per part): the baseline.
+    - default: the same operations wherever they give the same numbers (skip branches shared by
+      the objects, keyframes encoded once, I/O overlapped), and a chunked memory read only where
+      the full affinity would exceed its memory budget.
+    - fast: the default with channels_last tensors (faster convolutions on CPUs and GPUs; the
+      rounding differs, so results move slightly from the published numbers).
+    """
+    model.memory_read = "naive" if options.naive else "chunked"
+    model.share_skips = not options.naive
+    model.eval().to(device)
+    model.to(memory_format=options.memory_format)
+    return model
+
+
+def load_model(checkpoint: str | Path, options: PropagationOptions, device: torch.device) -> STM:
+    """An STM with the weights of ``checkpoint``, set up for ``options`` on ``device``."""
+    model = STM()
+    load_checkpoint(model, checkpoint)
+    return configure_model(model, options, device)
+
+
+OnStep = Callable[[int, PartStep, np.ndarray], None]
+
+
+def propagate_clip(
+    model: STM,
+    clip: Clip,
+    save_root: Path,
+    options: PropagationOptions,
+    device: torch.device,
+    world: World = SINGLE,
+    on_step: OnStep | None = None,
+) -> ResultFolder:
+    """Propagate every part of ``clip`` and write its result folder under ``save_root``
+    (part PNGs and conf.json, see inference.layout). Returns the result folder.
+
+    Under torchrun (``world``) the parts are shared out among the ranks, balanced by frame count;
+    rank 0 clears what an earlier run left and writes conf.json once every rank is done.
+    on_step(part index, step, H x W x 3 probabilities) sees every result (benchmarks use it).
+    """
+    height, width = check_sizes(clip)
+    parts = plan_parts(clip.keyframe_indices, len(clip))
+    if not parts:
+        raise UserError(f"{clip.path} has a single frame and it is the keyframe: there is nothing to propagate")
+    keep_every = options.keep_every(len(clip))
+    result = ResultFolder.of(save_root, clip.name, options.mem_every)
+    mine = share_by_load([len(part) for part in parts], world.size)[world.rank]
+    if world.is_main:
+        result.path.mkdir(parents=True, exist_ok=True)
+        result.clear_stale({k: [clip.stems[f] for f in part.frames] for k, part in enumerate(parts)})
+    barrier(world)
+    log.info(
+        "%s: %d frames of %dx%d, keyframes %s, %d parts%s, keep every %d, max_memory %s",
+        clip.path, len(clip), width, height, clip.keyframe_indices, len(parts),
+        f" (this rank: {mine})" if world.distributed else "", keep_every, options.max_memory,
+    )  # fmt: skip
+    error = None
+    try:
+        _run_parts(model, clip, (height, width), parts, mine, result, options, keep_every, device, on_step)
+    except Exception as exc:  # every rank must reach agree_on_success, or the others wait forever
+        error = exc
+    agree_on_success(world, error)
+    if world.is_main:
+        result.write_conf(conf_of(parts, clip))
+    return result
+
+
+def make_propagator(
+    model: STM, clip: Clip, options: PropagationOptions, keep_every: int, device: torch.device
+) -> Propagator:
+    """A Propagator over ``clip``'s frames and keyframe trimaps (warnings logged for trimaps
+    that lack a class)."""
+    keyframes = {}
+    for k in clip.keyframe_indices:
+        labels = clip.read_keyframe(k)
+        keyframes[k] = keyframe_probs(labels)
+        problems = trimap_warnings(labels)
+        if problems:
+            log.warning("keyframe %s has %s", clip.trimap_path(k), " and ".join(problems))
+    frames = FrameSource(clip, device, workers=min(options.n_threads, 2), memory_format=options.memory_format)
+    return Propagator(
+        model, frames, keyframes, keep_every, options.max_memory, autocast_for(options.precision, device),
+        cache_keyframes=not options.naive,
+    )  # fmt: skip
+
+
+def _run_parts(
+    model: STM,
+    clip: Clip,
+    size: tuple[int, int],
+    parts: list[Part],
+    part_indices: list[int],
+    result: ResultFolder,
+    options: PropagationOptions,
+    keep_every: int,
+    device: torch.device,
+    on_step: OnStep | None,
+) -> None:
+    """Propagate the parts ``part_indices`` of ``parts`` and write their PNGs (frames: ``size``)."""
+    height, width = size
+    propagator = make_propagator(model, clip, options, keep_every, device)
+    writer = BackgroundWriter(workers=1 if options.n_threads > 0 else 0)
+    total = sum(len(parts[k]) for k in part_indices)
+    start = time.perf_counter()
+    try:
+        with progress(total=total, desc=clip.name, unit="frame") as bar:
+            for k in part_indices:
+                result.part_dir(k).mkdir(exist_ok=True)
+                bar.set_postfix_str(f"part {k + 1}/{len(parts)}", refresh=False)
+                for step in propagator.run_part(parts[k]):
+                    probs = probs_to_image(step.probs, height, width)
+                    if on_step is not None:
+                        on_step(k, step, probs)
+                    writer.submit(atomic_write_png, result.part_png(k, clip.stems[step.frame]), probs_to_png(probs))
+                    bar.update(1)
+                writer.flush()
+    except Exception as exc:
+        if is_out_of_memory(exc):
+            raise out_of_memory(device, clip, options) from exc
+        raise
+    finally:
+        writer.close()
+        propagator.frames.close()
+    elapsed = time.perf_counter() - start
+    log.info("%d frames in %.1f s (%.2f frames/s) -> %s", total, elapsed, total / max(elapsed, 1e-9), result.path)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in str(exc) or "out of memory" in str(exc))
+
+
+def out_of_memory(device: torch.device, clip: Clip, options: PropagationOptions) -> UserError:
+    where = "GPU" if device.type == "cuda" else "main"
+    bound = f"--max_memory {options.max_memory}" if options.max_memory else "no --max_memory"
+    return UserError(
+        f"out of {where} memory while propagating {clip.path} (mem_every {options.mem_every}, {bound}). "
+        "Bound the memory with --max_memory (e.g. 5) or a larger --mem_every, drop --naive, try "
+        "--precision fp16 on a GPU, or downscale the frames (video.py extract --max_edge)"
+    )
+
+
+def conf_of(parts: list[Part], clip: Clip) -> list[dict[str, float]]:
+    """conf.json's content: one dict per part, ``{stem: 1 - i / part_length}`` in visiting order."""
+    return [{clip.stems[f]: weight for f, weight in zip(part.frames, part_confidence(part))} for part in parts]

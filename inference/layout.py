@@ -1,0 +1,190 @@
+"""The result folder of one propagated clip: every path and file name of it is spelled here.
+
+::
+
+    <save>/<clip>_mem<N>/          N: --mem_every as given (0 when derived from --max_memory)
+        conf.json                  one {stem: weight} dict per part; written last (marks a finished run)
+        part<k>/<stem>_tri.png     3-class probabilities of part k, 8-bit, [bg, unknown, fg]
+        ensemble/<stem>_trimap.png the fused trimap, 0 / 128 / 255
+        envis/<stem>.png           half frame, half fused trimap
+
+Everything else asks this module for these names.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from dataset.clip import TRIMAP_SUFFIX, stems_with
+from utils.errors import UserError
+from utils.io import atomic_write_json
+
+MEM_SUFFIX = re.compile(r"_mem\d+$")
+PART_PREFIX = "part"
+PART_SUFFIX = "_tri.png"
+CONF_NAME = "conf.json"
+ENSEMBLE_DIR = "ensemble"
+ENVIS_DIR = "envis"
+
+Conf = list[dict[str, float]]
+
+
+def result_dir_name(clip_name: str, mem_every: int) -> str:
+    """``<clip>_mem<N>``, N as given on the command line (0 when derived from --max_memory)."""
+    return f"{clip_name}_mem{mem_every}"
+
+
+def clip_name(result_dir_name: str) -> str:
+    """``<clip>_mem<N>`` -> ``<clip>``."""
+    return MEM_SUFFIX.sub("", result_dir_name)
+
+
+def is_result_dir_name(name: str) -> bool:
+    return MEM_SUFFIX.search(name) is not None
+
+
+class ResultFolder:
+    """Paths and files of one ``<clip>_mem<N>`` folder (nothing is created by asking)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def of(cls, save_root: str | Path, clip: str, mem_every: int) -> ResultFolder:
+        """The result folder of ``clip`` propagated with ``--mem_every mem_every`` under ``save_root``."""
+        return cls(Path(save_root) / result_dir_name(clip, mem_every))
+
+    def __repr__(self) -> str:
+        return f"ResultFolder({str(self.path)!r})"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def clip_name(self) -> str:
+        return clip_name(self.path.name)
+
+    # --- parts ----------------------------------------------------------------------------------
+
+    def part_dir(self, k: int) -> Path:
+        return self.path / f"{PART_PREFIX}{k}"
+
+    def part_png(self, k: int, stem: str) -> Path:
+        return self.part_dir(k) / f"{stem}{PART_SUFFIX}"
+
+    def part_dirs(self) -> dict[int, Path]:
+        """Existing ``part<k>`` folders by k."""
+        found = {}
+        if self.path.is_dir():
+            for entry in self.path.iterdir():
+                suffix = entry.name[len(PART_PREFIX) :]
+                if entry.name.startswith(PART_PREFIX) and suffix.isdigit() and entry.is_dir():
+                    found[int(suffix)] = entry
+        return found
+
+    def part_stems(self, k: int) -> list[str]:
+        """Stems of the probability PNGs present in part k."""
+        return stems_with(self.part_dir(k), PART_SUFFIX)
+
+    def clear_stale(self, expected: dict[int, Iterable[str]]) -> None:
+        """Remove what an earlier run left that a run writing ``expected`` ({k: stems}) would not
+        rewrite: conf.json (rewritten at the end; its absence marks an unfinished run), PNGs of
+        other frames, part folders beyond the plan, temporary files of interrupted writes."""
+        if self.conf_path.exists():
+            self.conf_path.unlink()
+        for k, part_dir in self.part_dirs().items():
+            keep = {f"{stem}{PART_SUFFIX}" for stem in expected.get(k, ())}
+            for png in part_dir.glob(f"*{PART_SUFFIX}"):
+                if png.name not in keep:
+                    png.unlink()
+            for tmp in part_dir.glob(".*.tmp"):
+                tmp.unlink()
+            if k not in expected and not any(part_dir.iterdir()):
+                part_dir.rmdir()
+
+    # --- conf.json ------------------------------------------------------------------------------
+
+    @property
+    def conf_path(self) -> Path:
+        return self.path / CONF_NAME
+
+    def is_finished(self) -> bool:
+        """test_mf_2.py finished here (it writes conf.json last)."""
+        return self.conf_path.exists()
+
+    def read_conf(self) -> Conf:
+        """conf.json: one ``{stem: weight}`` dict per part. ValueError if it is not that."""
+        with open(self.conf_path) as handle:
+            conf = json.load(handle)
+        if not isinstance(conf, list) or not all(isinstance(part, dict) for part in conf):
+            raise ValueError("conf.json must hold a list of {stem: weight} dicts")
+        return conf
+
+    def write_conf(self, conf: Conf) -> None:
+        atomic_write_json(self.conf_path, conf)
+
+    # --- the fused result -----------------------------------------------------------------------
+
+    @property
+    def ensemble_dir(self) -> Path:
+        return self.path / ENSEMBLE_DIR
+
+    @property
+    def envis_dir(self) -> Path:
+        return self.path / ENVIS_DIR
+
+    def ensemble_png(self, stem: str) -> Path:
+        return self.ensemble_dir / f"{stem}{TRIMAP_SUFFIX}"
+
+    def envis_png(self, stem: str) -> Path:
+        return self.envis_dir / f"{stem}.png"
+
+    def ensemble_stems(self) -> list[str]:
+        """Stems of the fused trimaps present, sorted."""
+        return stems_with(self.ensemble_dir, TRIMAP_SUFFIX)
+
+    def is_fused(self, stems: Iterable[str]) -> bool:
+        """Propagation finished and the ensemble holds a trimap for each of ``stems``."""
+        return self.is_finished() and all(self.ensemble_png(stem).exists() for stem in stems)
+
+
+def select_results(predroot: Path, names: Iterable[str] = ()) -> list[ResultFolder]:
+    """The result folders under ``predroot`` (``--predroot`` of ensemble.py) to fuse.
+
+    names: folder names (``clip_mem5``) or clip names (all their ``clip_mem*`` folders); none:
+    every finished folder, refusing when an unfinished ``*_mem<N>`` folder is among them.
+    Raises UserError naming what is missing.
+    """
+    names = list(names)
+    if not predroot.is_dir():
+        raise UserError(f"--predroot {predroot} is not a folder; pass the --save folder of test_mf_2.py")
+    if not names:
+        folders = [ResultFolder(p) for p in sorted(predroot.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+        unfinished = [f for f in folders if not f.is_finished() and is_result_dir_name(f.name)]
+        if unfinished:
+            raise UserError(
+                f"{unfinished[0].conf_path} is missing: {unfinished[0].path} is an unfinished test_mf_2.py run; "
+                "rerun it (or name the result folders to fuse)"
+            )
+        found = [f for f in folders if f.is_finished()]
+        if not found:
+            raise UserError(
+                f"--predroot {predroot} has no result folders with a {CONF_NAME}; run test_mf_2.py --save "
+                f"{predroot} first (a folder without {CONF_NAME} is an unfinished run: rerun it)"
+            )
+        return found
+    selected = []
+    for name in names:
+        direct = predroot / name
+        matches = [direct] if direct.is_dir() else sorted(predroot.glob(f"{name}_mem*"))
+        matches = [m for m in matches if m.is_dir() and clip_name(m.name) in (clip_name(name), name)]
+        if not matches:
+            raise UserError(
+                f"no result folder {predroot / name} (nor {name}_mem*); names must be folders under --predroot"
+            )
+        selected.extend(ResultFolder(m) for m in matches)
+    return selected

@@ -1,0 +1,92 @@
+"""How to propagate: the flags of ``test_mf_2.py`` (and the tools that propagate), checked once.
+
+``--mem_every`` enters here and keeps its name: it names the result folder (``<clip>_mem<N>``).
+The interval the memory bank really uses is derived from it once per clip, under its own name
+(:meth:`PropagationOptions.keep_every`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+
+import torch
+
+from utils.errors import UserError
+from utils.precision import PRECISIONS
+
+
+@dataclass(frozen=True)
+class PropagationOptions:
+    """How to propagate; the constructor checks every value (UserError).
+
+    mem_every: as given on the command line; 0 means "derive it from max_memory". Names the
+        result folder.
+    max_memory: bound on the non-keyframe entries a memory read sees, or None.
+    n_threads: background threads for reading frames and writing PNGs (0: inline).
+    precision: fp32, bf16 or fp16 (autocast).
+    naive / fast: the computation path (see inference.driver.configure_model).
+    """
+
+    mem_every: int = 5
+    max_memory: int | None = None
+    n_threads: int = 1
+    precision: str = "fp32"
+    naive: bool = False
+    fast: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mem_every < 0:
+            raise UserError(f"--mem_every {self.mem_every}: must be >= 0 (0 means: derive it from --max_memory)")
+        if self.max_memory is not None and self.max_memory < 1:
+            raise UserError(f"--max_memory {self.max_memory}: must be >= 1 (or leave it out for no bound)")
+        if self.mem_every == 0 and self.max_memory is None:
+            raise UserError("--mem_every 0 needs --max_memory M (then every ceil(N / M)-th frame is kept)")
+        if self.n_threads < 0:
+            raise UserError(f"--n_threads {self.n_threads}: must be >= 0")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"--precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if self.naive and self.fast:
+            raise UserError("--naive and --fast exclude each other; pick one")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> PropagationOptions:
+        """The options from the flags of :func:`add_propagation_arguments`."""
+        return cls(
+            mem_every=args.mem_every, max_memory=args.max_memory, n_threads=args.n_threads,
+            precision=args.precision, naive=args.naive, fast=args.fast,
+        )  # fmt: skip
+
+    def keep_every(self, num_frames: int) -> int:
+        """The memory interval for a clip of ``num_frames`` frames: ``mem_every`` when given,
+        else ``ceil(N / max_memory)`` (spec section 5)."""
+        if self.mem_every > 0:
+            return self.mem_every
+        return max(1, math.ceil(num_frames / self.max_memory))
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.fast else torch.contiguous_format
+
+
+def add_propagation_arguments(parser: argparse.ArgumentParser) -> None:
+    """The memory schedule and the computation path of a propagation."""
+    parser.add_argument(
+        "--mem_every", type=int, default=5, help="keep every N-th frame in memory (0: from --max_memory)"
+    )
+    parser.add_argument("--max_memory", type=int, default=None, help="at most M non-keyframe entries in memory")
+    parser.add_argument("--n_threads", type=int, default=1, help="background threads reading frames / writing PNGs")
+    parser.add_argument(
+        "--precision", choices=tuple(PRECISIONS), default="fp32", help="fp32 (default, matches the published numbers), "
+        "bf16 or fp16 (autocast: faster on GPUs and on CPUs with AMX/AVX512-BF16)",
+    )  # fmt: skip
+    path = parser.add_mutually_exclusive_group()
+    path.add_argument(
+        "--fast", action="store_true", help="channels_last tensors: faster convolutions (1.6x the naive path on a "
+        "2-core CPU, see README), results move slightly from the published numbers",
+    )  # fmt: skip
+    path.add_argument(
+        "--naive", action="store_true", help="the published computation as it was (affinity always "
+        "materialised, per-object decoder): the baseline; memory grows with T",
+    )  # fmt: skip

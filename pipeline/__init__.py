@@ -1,0 +1,1 @@
+"""Whole jobs: finetune (optional) -> propagate -> ensemble for a clip, and for a workspace of clips."""

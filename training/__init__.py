@@ -1,0 +1,1 @@
+"""Online finetuning on a clip's keyframes: optimiser set-up, the training step, the loop."""

@@ -1,0 +1,245 @@
+"""Online finetuning on a clip's keyframes (spec section 7): ``online_finetune_test.py`` as a library."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Subset
+from yacs.config import CfgNode
+
+from dataset.clip import Clip
+from dataset.finetune import KeyframeClips
+from model.checkpoint import load_checkpoint, save_checkpoint
+from model.stm import STM
+from model.weights import trainable_random_init
+from training.images import training_sheet
+from training.optim import learning_rate, load_optimizer_state, make_optimizer, select_parameters
+from training.step import TrainingStep
+from utils.distributed import SINGLE, World, barrier
+from utils.errors import UserError
+from utils.io import atomic_torch_save, atomic_write_png, atomic_write_text
+from utils.logs import log_file, progress
+from utils.precision import PRECISIONS, autocast_for
+
+log = logging.getLogger(__name__)
+
+RANK_SEED_STRIDE = 1_000_003  # each rank of a seeded run draws its own augmentations
+
+
+@dataclass
+class FinetuneResult:
+    run_dir: Path
+    checkpoint: Path
+    steps: int
+    last_loss: float
+    seconds_per_step: float
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def run_dir_for(cfg: CfgNode, cfg_path: Path) -> Path:
+    """``SYSTEM.OUTDIR/<cfg file stem><EXP_SUFFIX>``."""
+    return Path(cfg.SYSTEM.OUTDIR) / f"{cfg_path.stem}{cfg.SYSTEM.EXP_SUFFIX}"
+
+
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    return run_dir / f"checkpoint_{step}.pth.tar"
+
+
+def finetune(cfg: CfgNode, cfg_path: Path, clip: Clip, device: torch.device, world: World = SINGLE) -> FinetuneResult:
+    """Finetune the STM on ``clip``'s keyframes as ``cfg`` says; returns where things went.
+
+    Under torchrun (``world``) every rank trains on its own augmentations with
+    DistributedDataParallel; rank 0 writes the log, images and checkpoints.
+    """
+    _check_train_config(cfg)
+    seeded = cfg.SYSTEM.RANDOM_SEED > 0
+    if seeded:
+        seed_everything(cfg.SYSTEM.RANDOM_SEED)  # the same start on every rank
+    run_dir = run_dir_for(cfg, cfg_path)
+    if clip.path.resolve() in (run_dir.resolve(), *run_dir.resolve().parents):
+        raise UserError(
+            f"SYSTEM.OUTDIR puts the run folder {run_dir} inside the clip folder {clip.path}; "
+            "nothing is written there: choose another SYSTEM.OUTDIR"
+        )
+    if not world.is_main:
+        return _finetune(cfg, clip, device, run_dir, seeded, world)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", cfg.dump())
+    with log_file(run_dir / "train.log"):
+        return _finetune(cfg, clip, device, run_dir, seeded, world)
+
+
+def _check_train_config(cfg: CfgNode) -> None:
+    train = cfg.TRAIN
+    if int(train.TOTAL_STEPS) < 1:
+        raise UserError(f"TRAIN.TOTAL_STEPS {train.TOTAL_STEPS}: must be >= 1")
+    if train.BATCH_SIZE_PER_GPU < 1:
+        raise UserError(f"TRAIN.BATCH_SIZE_PER_GPU {train.BATCH_SIZE_PER_GPU}: must be >= 1")
+    learning_rate(0, train.BASE_LR, train.LR_STRATEGY, int(train.TOTAL_STEPS))  # validates the strategy
+    if train.PRECISION not in PRECISIONS:
+        raise UserError(f"TRAIN.PRECISION {train.PRECISION!r} is not one of {', '.join(PRECISIONS)}")
+
+
+def _finetune(
+    cfg: CfgNode, clip: Clip, device: torch.device, run_dir: Path, seeded: bool, world: World
+) -> FinetuneResult:
+    train = cfg.TRAIN
+    log.info(
+        "finetuning %s on keyframes %s -> %s%s", clip.path, clip.keyframe_indices, run_dir,
+        f" ({world.size} ranks)" if world.distributed else "",
+    )  # fmt: skip
+    model = _starting_model(train, device)
+    params = select_parameters(model, train.FREEZE_BACKBONE)
+    optimizer = make_optimizer(train.OPTIMIZER, params, train.BASE_LR, train.WEIGHT_DECAY)
+    start_step = load_optimizer_state(optimizer, train.LOAD_OPT) if train.LOAD_OPT else 0
+    if train.LOAD_OPT:
+        log.info("resuming from %s at step %d", train.LOAD_OPT, start_step)
+    log.info(
+        "%d trainable tensors (%.1fM values); batch norm frozen; %s lr %g (%s), %d steps",
+        len(params), sum(p.numel() for p in params) / 1e6, train.OPTIMIZER, train.BASE_LR, train.LR_STRATEGY,
+        train.TOTAL_STEPS,
+    )  # fmt: skip
+    step_module = _step_module(model, train, device, world)
+    seed = cfg.SYSTEM.RANDOM_SEED + RANK_SEED_STRIDE * world.rank if seeded else None
+    loader = _sample_loader(cfg, clip, start_step, seed)
+    run = _TrainingRun(cfg, model, optimizer, run_dir, world, start_step)
+    start = time.perf_counter()
+    run.train(step_module, loader, device)
+    trained = run.step - start_step
+    per_step = (time.perf_counter() - start) / max(trained, 1)
+    log.info("%d steps, %.2f s/step, final loss %.4f", trained, per_step, run.loss)
+    return FinetuneResult(run_dir, run.checkpoint, run.step, run.loss, per_step)
+
+
+def _starting_model(train: CfgNode, device: torch.device) -> STM:
+    """TRAIN.LOAD_CKPT, or a random start that can learn (said loudly), in eval mode on ``device``."""
+    model = STM()
+    if train.LOAD_CKPT:
+        load_checkpoint(model, train.LOAD_CKPT)
+    else:
+        trainable_random_init(model)
+        log.warning(
+            "TRAIN.LOAD_CKPT is empty: the network starts from RANDOM weights (initialised so that finetuning can "
+            "learn, see model/weights.py). Set TRAIN.LOAD_CKPT to trimap_ep150.pth for real footage."
+        )
+    memory_format = torch.channels_last if train.CHANNELS_LAST else torch.contiguous_format
+    return model.to(device, memory_format=memory_format).eval()  # batch norm frozen: eval mode throughout
+
+
+def _step_module(model: STM, train: CfgNode, device: torch.device, world: World) -> nn.Module:
+    """The training step as a module; wrapped in DistributedDataParallel under torchrun."""
+    class_weights = torch.tensor([1.0, train.UNKNOWN_WEIGHT, 1.0], device=device)
+    memory_format = torch.channels_last if train.CHANNELS_LAST else torch.contiguous_format
+    step_module: nn.Module = TrainingStep(model, class_weights, memory_format, autocast_for(train.PRECISION, device))
+    if world.distributed:
+        step_module = DistributedDataParallel(
+            step_module, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False
+        )
+    return step_module
+
+
+def _sample_loader(cfg: CfgNode, clip: Clip, start_step: int, seed: int | None) -> DataLoader:
+    """Training clips for the steps from ``start_step`` on (sample i always comes from (seed, i))."""
+    batch, total_steps = int(cfg.TRAIN.BATCH_SIZE_PER_GPU), int(cfg.TRAIN.TOTAL_STEPS)
+    dataset = KeyframeClips(
+        clip,
+        tuple(cfg.TRAIN.TRAIN_INPUT_SIZE),
+        min_unknown=cfg.FINETUNE.MIN_UNKNOWN_PIXELS,
+        length=total_steps * batch,
+        seed=seed,
+    )
+    return DataLoader(
+        Subset(dataset, range(start_step * batch, total_steps * batch)),
+        batch_size=batch,
+        shuffle=False,
+        num_workers=cfg.SYSTEM.NUM_WORKERS,
+    )
+
+
+class _TrainingRun:
+    """The loop's state: the step, the last loss and checkpoint; what rank 0 writes after a step."""
+
+    def __init__(
+        self, cfg: CfgNode, model: STM, optimizer: torch.optim.Optimizer, run_dir: Path, world: World, start_step: int
+    ) -> None:
+        self.train_cfg = cfg.TRAIN
+        self.save_freq = cfg.FINETUNE.SAVE_FREQ
+        self.total_steps = int(cfg.TRAIN.TOTAL_STEPS)
+        self.model, self.optimizer, self.run_dir, self.world = model, optimizer, run_dir, world
+        self.start_step = self.step = start_step
+        self.loss = float("nan")
+        self.checkpoint: Path | None = None
+
+    def train(self, step_module: nn.Module, loader: DataLoader, device: torch.device) -> None:
+        train = self.train_cfg
+        with progress(total=self.total_steps, initial=self.start_step, desc="finetune", unit="step") as bar:
+            for sample in loader:
+                lr = learning_rate(self.step, train.BASE_LR, train.LR_STRATEGY, self.total_steps)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                frames, labels = sample["frames"].to(device), sample["labels"].to(device)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss, predictions = step_module(frames, labels)
+                loss.backward()
+                self.optimizer.step()
+                self.step += 1
+                self.loss = mean_over_ranks(loss.detach(), self.world)
+                if not math.isfinite(self.loss):
+                    raise RuntimeError(f"loss became {self.loss} at step {self.step}; lower TRAIN.BASE_LR")
+                bar.set_postfix(loss=f"{self.loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+                bar.update(1)
+                if self.world.is_main:
+                    self._after_step(lr, frames, labels, predictions)
+        if self.world.is_main and self.checkpoint is None:  # resumed at or past TOTAL_STEPS: nothing to train
+            log.warning(
+                "TRAIN.LOAD_OPT is at step %d >= TRAIN.TOTAL_STEPS %d: nothing to train", self.start_step,
+                self.total_steps,
+            )  # fmt: skip
+            self.checkpoint = save_state(self.model, self.optimizer, self.run_dir, self.start_step)
+        barrier(self.world)  # the checkpoint exists for every rank once this returns
+        if self.checkpoint is None:
+            self.checkpoint = checkpoint_path(self.run_dir, max(self.step, self.start_step))
+
+    def _after_step(self, lr: float, frames: torch.Tensor, labels: torch.Tensor, predictions) -> None:
+        """Rank 0: the log line, the training image and the checkpoint due at this step."""
+        train, step = self.train_cfg, self.step
+        if step % train.PRINT_FREQ == 0 or step == self.total_steps:
+            log.info("step %d/%d loss %.4f lr %.3e", step, self.total_steps, self.loss, lr)
+        if train.IMAGE_FREQ > 0 and (step % train.IMAGE_FREQ == 0 or step == self.start_step + 1):
+            images = self.run_dir / "training_images"
+            images.mkdir(exist_ok=True)
+            atomic_write_png(images / f"step_{step:06d}.png", training_sheet(frames[-1], labels[-1], predictions))
+        if (self.save_freq > 0 and step % self.save_freq == 0) or step == self.total_steps:
+            self.checkpoint = save_state(self.model, self.optimizer, self.run_dir, step)
+
+
+def mean_over_ranks(value: torch.Tensor, world: World) -> float:
+    if world.distributed:
+        value = value.clone()
+        dist.all_reduce(value)
+        value /= world.size
+    return float(value)
+
+
+def save_state(model: STM, optimizer: torch.optim.Optimizer, run_dir: Path, step: int) -> Path:
+    """``checkpoint_<n>.pth.tar`` (the STM state dict) and ``optimizer_<n>.pth.tar`` (for LOAD_OPT)."""
+    checkpoint = checkpoint_path(run_dir, step)
+    save_checkpoint(model, checkpoint)
+    atomic_torch_save({"optimizer": optimizer.state_dict(), "step": step}, run_dir / f"optimizer_{step}.pth.tar")
+    log.info("saved %s", checkpoint)
+    return checkpoint
