@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     copies = nearest_keyframe_copy(clip)
     evaluated = [t for t, s in enumerate(stems) if s not in skip]
     scores["copy nearest keyframe"] = score_sequence(
-        [copies[t] for t in evaluated], [truths[t] for t in evaluated], [stems[t] for t in evaluated]
+        [copies[t] for t in evaluated], [truths[t] for t in evaluated], [stems[t] for t in evaluated], evaluated
     )
 
     if args.load:

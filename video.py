@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dataset.clip import FRAME_SUFFIX, TRIMAP_SUFFIX, read_image
+from dataset.clip import FRAME_SUFFIX, TRIMAP_SUFFIX, read_image, stems_with
 from evaluation.folders import read_labels
 from evaluation.pictures import trimap_overlay, write_video
 from inference.layout import ResultFolder
@@ -61,13 +61,21 @@ def resize_to_max_edge(frame: np.ndarray, max_edge: int) -> np.ndarray:
     return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
 
 
+def stem_digits(frame_count: int | None) -> int:
+    """Digits of the zero-padded frame stems: enough for the last frame index, so that sorted file
+    names stay in frame order (at least 5; 8 when the video does not say how long it is)."""
+    if not frame_count:
+        return 8
+    return max(5, len(str(frame_count - 1)))
+
+
 def extract(args: argparse.Namespace) -> None:
     video, out = Path(args.video), Path(args.out)
     if args.every < 1 or args.max_edge < 0 or args.start < 0 or args.count < 0:
         raise UserError("--every must be >= 1 and --max_edge, --start, --count >= 0")
     if not video.is_file():
         raise UserError(f"{video} does not exist")
-    if out.exists() and any(out.glob(f"*{FRAME_SUFFIX}")):
+    if stems_with(out, FRAME_SUFFIX):
         raise UserError(f"--out {out} already holds frames; extract into a new folder (nothing is overwritten)")
     capture = cv2.VideoCapture(str(video))
     if not capture.isOpened():
@@ -79,6 +87,7 @@ def extract(args: argparse.Namespace) -> None:
     expected = None if total is None else max(0, (total - args.start + args.every - 1) // args.every)
     if args.count and expected is not None:
         expected = min(expected, args.count)
+    digits = stem_digits(total)
     with progress(total=expected, desc=f"extract {video.name}", unit="frame") as bar:
         index = 0
         while True:
@@ -86,7 +95,7 @@ def extract(args: argparse.Namespace) -> None:
             if not ok:
                 break
             if index >= args.start and (index - args.start) % args.every == 0:
-                atomic_write_png(out / f"{index:05d}{FRAME_SUFFIX}", resize_to_max_edge(frame, args.max_edge))
+                atomic_write_png(out / f"{index:0{digits}d}{FRAME_SUFFIX}", resize_to_max_edge(frame, args.max_edge))
                 written += 1
                 bar.update(1)
                 if args.count and written >= args.count:

@@ -8,7 +8,8 @@ usage:
 clip mode: propagates a generated clip with each path, alternating paths within each of --runs
 rounds in one process, and prints a table plus one JSON line per path (frames/s is the median
 over runs; agreement is against the naive fp32 path on the same clip).
-memory mode: the peak memory and time of one segment step against T memory frames.
+memory mode: the peak memory and time of one segment step against T memory frames ("read MiB":
+memory the step takes above what was held before it), and what the bank of T entries holds.
 Run it alone on the machine: other processes distort both time and memory.
 """
 
@@ -191,7 +192,9 @@ def memory_mode(args: argparse.Namespace, device: torch.device, height: int, wid
         memory_format = options.memory_format
         query = frame.contiguous(memory_format=memory_format)
         with torch.inference_mode():
-            entry = model.memorize(query, probs)
+            with autocast():
+                entry = model.memorize(query, probs)
+            entry_bytes = entry.keys.nbytes + entry.values.nbytes  # what the bank holds per memorised frame
             base = None
             for t in steps:
                 memory = [type(entry)(entry.keys.clone(), entry.values.clone()) for _ in range(t)]
@@ -208,17 +211,18 @@ def memory_mode(args: argparse.Namespace, device: torch.device, height: int, wid
                 record = {
                     "mode": "memory", "path": name, "device": str(device), "size": f"{height}x{width}", "T": t,
                     "seconds": round(statistics.median(times), 4), "peak_memory_bytes": int(max(peaks)),
+                    "bank_bytes": t * entry_bytes,
                 }  # fmt: skip
                 base = base or record["peak_memory_bytes"]
                 record["memory_vs_first_T"] = round(record["peak_memory_bytes"] / base, 3)
                 rows.append(record)
                 print(f"# {name} T={t}: {record['seconds']:.2f} s, peak {record['peak_memory_bytes'] / 2**20:.0f} MiB")
                 del memory
-    print(f"\n{'path':<8}{'T':>5}{'seconds':>10}{'peak MiB':>10}{'x first T':>11}")
+    print(f"\n{'path':<8}{'T':>5}{'seconds':>10}{'read MiB':>10}{'x first T':>11}{'bank MiB':>10}")
     for r in rows:
         print(
             f"{r['path']:<8}{r['T']:>5}{r['seconds']:>10.2f}{r['peak_memory_bytes'] / 2**20:>10.0f}"
-            f"{r['memory_vs_first_T']:>11.2f}"
+            f"{r['memory_vs_first_T']:>11.2f}{r['bank_bytes'] / 2**20:>10.0f}"
         )
     print()
     for r in rows:

@@ -64,11 +64,17 @@ def _stems(names: list[str], suffix: str) -> list[str]:
     return sorted(name[: -len(suffix)] for name in names if name.endswith(suffix))
 
 
+def visible_files(folder: Path) -> list[str]:
+    """Names of the files in ``folder``, hidden ones left out (macOS ``._00001_rgb.png``
+    resource forks, editors' swap files, our own temporary files)."""
+    return [p.name for p in folder.iterdir() if not p.name.startswith(".") and p.is_file()]
+
+
 def stems_with(folder: Path, suffix: str) -> list[str]:
-    """Sorted stems of the files ``<stem><suffix>`` in ``folder`` (none if it is not a folder)."""
+    """Sorted stems of the visible files ``<stem><suffix>`` in ``folder`` (none if it is not a folder)."""
     if not folder.is_dir():
         return []
-    return _stems([p.name for p in folder.iterdir() if p.is_file()], suffix)
+    return _stems(visible_files(folder), suffix)
 
 
 def _check_names(folder: Path, names: list[str]) -> None:
@@ -76,7 +82,7 @@ def _check_names(folder: Path, names: list[str]) -> None:
     present = set(names)
     for name in sorted(names):
         match = _CLIP_FILE.fullmatch(name)
-        if match is None or name.startswith("."):
+        if match is None:
             continue
         kind = match["kind"].lower()
         canonical = f"{match['stem']}_{kind}.png"
@@ -109,7 +115,7 @@ def scan_clip(path: str | Path, gt_idx: Sequence[int] = (), dilation: int = 0) -
         raise UserError(f"DATASET.PATH {folder} does not exist; set it to your clip folder")
     if not folder.is_dir():
         raise UserError(f"DATASET.PATH {folder} is not a folder; set it to the folder holding the frames")
-    names = [p.name for p in folder.iterdir() if p.is_file()]
+    names = visible_files(folder)
     _check_names(folder, names)
     stems = _stems(names, FRAME_SUFFIX)
     if not stems:

@@ -48,7 +48,8 @@ def evaluate_folders(
         if not folder.is_dir():
             raise UserError(f"{flag} {folder} is not a folder")
     kind = detect_gt_kind(gt_dir, kind)
-    stems = [s for s in stems_with(pred_dir, TRIMAP_SUFFIX) if s not in (skip or set())]
+    every = stems_with(pred_dir, TRIMAP_SUFFIX)
+    stems = [s for s in every if s not in (skip or set())]
     if not stems:
         raise UserError(f"--pred {pred_dir} has no <stem>{TRIMAP_SUFFIX} files to evaluate (other than skipped ones)")
     gt_suffix = TRIMAP_SUFFIX if kind == "trimap" else ALPHA_SUFFIX
@@ -66,4 +67,5 @@ def evaluate_folders(
             )
         preds.append(pred)
         truths.append(truth)
-    return score_sequence(preds, truths, stems)
+    position = {stem: i for i, stem in enumerate(every)}
+    return score_sequence(preds, truths, stems, [position[s] for s in stems])

@@ -18,8 +18,9 @@ class TrimapScores:
 
     iou: per class [bg, unknown, fg]; miou: their mean; accuracy: share of pixels labelled right;
     unknown_recall: share of the true unknown band that the prediction marks unknown (matting can
-    only recover detail inside the predicted band); flicker: share of pixels, per consecutive
-    frame pair, whose predicted label changes while the true label does not.
+    only recover detail inside the predicted band); flicker: share of pixels, per pair of
+    adjacent frames (neighbours in the clip, both scored), whose predicted label changes while
+    the true label does not.
     """
 
     frames: int
@@ -46,8 +47,18 @@ def iou_from_confusion(counts: np.ndarray) -> np.ndarray:
     return np.where(union > 0, tp / np.maximum(union, 1), 1.0)
 
 
-def score_sequence(preds: Sequence[np.ndarray], truths: Sequence[np.ndarray], names: Sequence[str]) -> TrimapScores:
-    """Scores of predicted label maps against true ones (H x W, 0/1/2), frames in clip order."""
+def score_sequence(
+    preds: Sequence[np.ndarray],
+    truths: Sequence[np.ndarray],
+    names: Sequence[str],
+    positions: Sequence[int] | None = None,
+) -> TrimapScores:
+    """Scores of predicted label maps against true ones (H x W, 0/1/2), frames in clip order.
+
+    positions: each frame's index in the clip (default 0, 1, 2, ...); flicker pairs only frames
+    whose positions differ by one, so leaving frames out (the keyframes) never pairs frame 8 with 10.
+    """
+    positions = list(range(len(preds))) if positions is None else list(positions)
     if not preds:
         raise ValueError("no frames to score")
     total = np.zeros((3, 3), np.int64)
@@ -60,6 +71,8 @@ def score_sequence(preds: Sequence[np.ndarray], truths: Sequence[np.ndarray], na
     unknown_true = total[UNKNOWN].sum()
     changes = pixels = 0
     for t in range(1, len(preds)):
+        if positions[t] - positions[t - 1] != 1:
+            continue
         stable = truths[t] == truths[t - 1]
         changes += int(((preds[t] != preds[t - 1]) & stable).sum())
         pixels += preds[t].size

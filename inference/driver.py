@@ -32,14 +32,15 @@ def configure_model(model: STM, options: PropagationOptions, device: torch.devic
 
     - naive: the published computation as it was (affinity always materialised, decoder skip
       branches once per object, keyframes encoded once per part): the baseline.
-    - default: the same operations wherever they give the same numbers (skip branches shared by
-      the objects, keyframes encoded once, I/O overlapped), and a chunked memory read only where
-      the full affinity would exceed its memory budget.
-    - fast: the default with channels_last tensors (faster convolutions on CPUs and GPUs; the
-      rounding differs, so results move slightly from the published numbers).
+    - default: the published operations, without repeating work whose result is the same
+      (keyframes encoded once per run, I/O overlapped), and a chunked memory read only where the
+      full affinity would exceed its memory budget.
+    - fast: the default with channels_last tensors and the decoder's skip branches computed once
+      for both objects (less work; the rounding differs, so results move from the published
+      numbers).
     """
     model.memory_read = "naive" if options.naive else "chunked"
-    model.share_skips = not options.naive
+    model.share_skips = options.fast
     model.eval().to(device)
     model.to(memory_format=options.memory_format)
     return model

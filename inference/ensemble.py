@@ -95,6 +95,13 @@ class ResultCheck:
                         f"{rgb} is missing: the overlay of frame {stem} needs it; check --dataroot "
                         f"(the folder holding {result.clip_name}/)"
                     )
+                rgb_size = image_size(rgb)
+                if size is not None and rgb_size != size:
+                    raise UserError(
+                        f"{rgb} is {rgb_size[1]}x{rgb_size[0]} but the trimaps of {result.path} are "
+                        f"{size[1]}x{size[0]}; "
+                        "--dataroot holds another version of the clip: point it at the frames that were propagated"
+                    )
 
 
 def ensemble_result(check: ResultCheck, writer: BackgroundWriter) -> int:

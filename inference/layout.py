@@ -122,6 +122,10 @@ class ResultFolder:
             conf = json.load(handle)
         if not isinstance(conf, list) or not all(isinstance(part, dict) for part in conf):
             raise ValueError("conf.json must hold a list of {stem: weight} dicts")
+        for k, part in enumerate(conf):
+            for stem, weight in part.items():
+                if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+                    raise ValueError(f"part {k} gives frame {stem} the weight {weight!r}, not a number")
         return conf
 
     def write_conf(self, conf: Conf) -> None:

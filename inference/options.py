@@ -83,8 +83,8 @@ def add_propagation_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     path = parser.add_mutually_exclusive_group()
     path.add_argument(
-        "--fast", action="store_true", help="channels_last tensors: faster convolutions (1.6x the naive path on a "
-        "2-core CPU, see README), results move slightly from the published numbers",
+        "--fast", action="store_true", help="channels_last tensors and decoder skips shared by both objects: "
+        "less work, results move slightly from the published numbers (see README)",
     )  # fmt: skip
     path.add_argument(
         "--naive", action="store_true", help="the published computation as it was (affinity always "

@@ -6,10 +6,15 @@ Accepted: a plain state dict with the published names, the same with ``module.``
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import logging
+import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -36,18 +41,78 @@ def _names(items: list[str], limit: int = 8) -> str:
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
+# Loading a pickle runs the constructors it names. Tensors and plain containers are always safe
+# (torch's weights_only loader); these other types, common in research checkpoints next to the
+# weights (the training arguments, numpy scalars and arrays), construct data and nothing else.
+TRUST_ENV = "TRIMAP_TRUST_CHECKPOINTS"
+HARMLESS_GLOBALS = {
+    "argparse.Namespace": lambda: argparse.Namespace,
+    "numpy.dtype": lambda: np.dtype,
+    "numpy.ndarray": lambda: np.ndarray,
+    "numpy._core.multiarray.scalar": lambda: importlib.import_module("numpy._core.multiarray").scalar,
+    "numpy.core.multiarray.scalar": lambda: importlib.import_module("numpy._core.multiarray").scalar,
+    "numpy._core.multiarray._reconstruct": lambda: importlib.import_module("numpy._core.multiarray")._reconstruct,
+    "numpy.core.multiarray._reconstruct": lambda: importlib.import_module("numpy._core.multiarray")._reconstruct,
+    "torch.torch_version.TorchVersion": lambda: torch.torch_version.TorchVersion,
+}
+
+
+def _harmless(name: str) -> bool:
+    return name in HARMLESS_GLOBALS or (name.startswith("numpy.dtypes.") and name.endswith("DType"))
+
+
+def _resolve(name: str) -> object:
+    if name in HARMLESS_GLOBALS:
+        return HARMLESS_GLOBALS[name]()
+    return getattr(np.dtypes, name.rsplit(".", 1)[1])
+
+
+def _unreadable(path: Path, what: str, exc: BaseException) -> UserError:
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return UserError(
+        f"{what} {path} is not a readable PyTorch file ({first_line}); pass a .pth/.pth.tar saved with torch.save"
+    )
+
+
 def read_torch_file(path: str | Path, what: str = "checkpoint") -> object:
-    """torch.load on the CPU with a UserError for a missing or non-torch file."""
+    """torch.load on the CPU, safely: tensors, containers and harmless objects (HARMLESS_GLOBALS).
+
+    A file that pickles other objects is refused with their type names unless the user trusts it
+    (environment variable TRIMAP_TRUST_CHECKPOINTS=1). UserError for a missing or non-torch file.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{what} {path} does not exist; check the path")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" not in str(exc):
+            raise _unreadable(path, what, exc) from exc
     except Exception as exc:  # garbage makes the unpickler raise almost anything
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(
-            f"{what} {path} is not a readable PyTorch file ({first_line}); pass a .pth/.pth.tar saved with torch.save"
-        ) from exc
+        raise _unreadable(path, what, exc) from exc
+    return _read_with_objects(path, what)
+
+
+def _read_with_objects(path: Path, what: str) -> object:
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception as exc:
+        raise _unreadable(path, what, exc) from exc
+    unknown = [name for name in names if not _harmless(name)]
+    if not unknown:
+        # numpy's dtype classes are built inside np.dtype's pickle without being listed as globals
+        dtype_classes = [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]
+        with torch.serialization.safe_globals([_resolve(name) for name in names] + dtype_classes):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    if os.environ.get(TRUST_ENV) == "1":
+        log.warning("%s %s: loading with full unpickling (%s=1) for objects of types %s", what, path, TRUST_ENV,
+                    ", ".join(unknown))  # fmt: skip
+        return torch.load(path, map_location="cpu", weights_only=False)
+    raise UserError(
+        f"{what} {path} holds Python objects of types {', '.join(unknown)} besides the weights; loading them "
+        f"would run code from the file. If you trust where it came from, run again with {TRUST_ENV}=1 in the "
+        "environment (or save only its state_dict)"
+    )
 
 
 def extract_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:

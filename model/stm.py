@@ -11,8 +11,9 @@ Trimap classes: 0 background, 1 unknown, 2 foreground. Unknown and foreground ar
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -194,16 +195,32 @@ def stack_entries(memory: Sequence[MemoryEntry]) -> tuple[torch.Tensor, torch.Te
     return keys, values
 
 
+def _fp32_read(read: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """Run a memory read in fp32 also under autocast: its scores, softmax and weighted sums.
+
+    (In fp32 runs this changes nothing: no cast, no copy.) Half-precision scores over thousands
+    of memory positions lose the small differences the softmax has to tell apart.
+    """
+
+    @functools.wraps(read)
+    def in_fp32(memory: Sequence[MemoryEntry], query_key: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        with torch.autocast(query_key.device.type, enabled=False):
+            return read(memory, query_key.float(), *args, **kwargs)
+
+    return in_fp32
+
+
+@_fp32_read
 def read_memory_naive(
     memory: Sequence[MemoryEntry], query_key: torch.Tensor, query_value: torch.Tensor
 ) -> torch.Tensor:
     """The published memory read: stacks the memory and materialises the (T*h*w) x (h*w)
-    affinity per object.
+    affinity per object. Runs in fp32 (see :func:`_fp32_read`).
 
     memory: T entries (keys O x Ck x h x w, values O x Cv x h x w); query_key: O x Ck x h x w,
     query_value: O x Cv x h x w -> O x 2Cv x h x w (the read first, the query value second).
     """
-    mem_keys, mem_values = stack_entries(memory)
+    mem_keys, mem_values = (x.float() for x in stack_entries(memory))
     objects, key_dim, steps, height, width = mem_keys.shape
     value_dim = mem_values.shape[1]
     mk = mem_keys.reshape(objects, key_dim, steps * height * width).transpose(1, 2)  # O, THW, Ck
@@ -212,7 +229,7 @@ def read_memory_naive(
     affinity = F.softmax(affinity, dim=1)
     mv = mem_values.reshape(objects, value_dim, steps * height * width)  # O, Cv, THW
     read = torch.bmm(mv, affinity).view(objects, value_dim, height, width)
-    return torch.cat([read, query_value], dim=1)
+    return torch.cat([read.to(query_value.dtype), query_value], dim=1)
 
 
 # Affinity bytes the chunked read may hold at once; bounds its memory whatever T and the size.
@@ -232,8 +249,8 @@ def read_memory_chunked(
     Beyond that it is attention with an online softmax, one memory entry at a time, without
     stacking the memory: at most ``chunk_bytes`` of scores exist at once (query positions are
     split into blocks when one entry's scores would exceed that), so memory stays flat as T grows;
-    the result equals the naive read up to float rounding. Scores and the softmax run in fp32
-    also under autocast. Shapes as in :func:`read_memory_naive`.
+    the result equals the naive read up to float rounding. Both run in fp32 also under autocast
+    (scores, softmax and weighted sums). Shapes as in :func:`read_memory_naive`.
     """
     objects, _, height, width = query_key.shape
     positions = height * width
@@ -243,6 +260,7 @@ def read_memory_chunked(
     return _read_memory_online(memory, query_key, query_value, chunk_bytes)
 
 
+@_fp32_read
 def _read_memory_online(
     memory: Sequence[MemoryEntry], query_key: torch.Tensor, query_value: torch.Tensor, chunk_bytes: int
 ) -> torch.Tensor:
@@ -256,13 +274,13 @@ def _read_memory_online(
         q = query[:, first : first + rows]  # O, rows, Ck
         running_max = running_sum = read = None
         for entry in memory:
-            k = entry.keys.reshape(objects, key_dim, -1)  # O, Ck, hw
-            v = entry.values.reshape(objects, entry.values.shape[1], -1).transpose(1, 2)  # O, hw, Cv
-            scores = torch.bmm(q, k).float()  # O, rows, hw
+            k = entry.keys.reshape(objects, key_dim, -1).float()  # O, Ck, hw
+            v = entry.values.reshape(objects, entry.values.shape[1], -1).transpose(1, 2).float()  # O, hw, Cv
+            scores = torch.bmm(q, k)  # O, rows, hw
             entry_max = scores.amax(dim=2)
             new_max = entry_max if running_max is None else torch.maximum(running_max, entry_max)
             weights = torch.exp(scores - new_max.unsqueeze(2))
-            contribution = torch.bmm(weights.to(v.dtype), v).float()  # O, rows, Cv
+            contribution = torch.bmm(weights, v)  # O, rows, Cv
             if read is None:
                 running_sum, read = weights.sum(dim=2), contribution
             else:
@@ -299,10 +317,14 @@ class STM(nn.Module):
             an online-softmax read beyond it: memory flat in T) or "naive" (always the published
             read: memory grows with T * (h * w)^2).
         share_skips: compute the decoder's skip branches once per frame instead of once per
-            object, as the published code does (same numbers, about 15% less work).
+            object, as the published code does (the same sums in another batch layout: equal up
+            to float rounding; about 15% less work).
+        read_budget: bytes of affinity the chunked read may hold at once (``READ_CHUNK_BYTES``).
     """
 
-    def __init__(self, memory_read: str = "chunked", share_skips: bool = True) -> None:
+    def __init__(
+        self, memory_read: str = "chunked", share_skips: bool = False, read_budget: int = READ_CHUNK_BYTES
+    ) -> None:
         super().__init__()
         self.Encoder_M = MemoryEncoder()
         self.Encoder_Q = QueryEncoder()
@@ -311,6 +333,7 @@ class STM(nn.Module):
         self.Decoder = Decoder(256)
         self.memory_read = memory_read
         self.share_skips = share_skips
+        self.read_budget = read_budget
 
     @property
     def memory_read(self) -> str:
@@ -350,9 +373,11 @@ class STM(nn.Module):
         r4, r3, r2 = self.Encoder_Q(frame)
         key, value = self.KV_Q_r4(r4)  # 1 x 128 / 512 x f16
         objects = memory[0].keys.shape[0]
-        read = MEMORY_READS[self.memory_read](
-            memory, key.expand(objects, -1, -1, -1), value.expand(objects, -1, -1, -1)
-        )  # O, 1024, f16
+        query_key, query_value = key.expand(objects, -1, -1, -1), value.expand(objects, -1, -1, -1)
+        if self.memory_read == "chunked":
+            read = read_memory_chunked(memory, query_key, query_value, self.read_budget)  # O, 1024, f16
+        else:
+            read = read_memory_naive(memory, query_key, query_value)
         if self.share_skips:
             # The skip branches see only the query frame: compute them once for all objects.
             skip3, skip2 = self.Decoder.skip_branches(r3, r2)

@@ -52,7 +52,9 @@ def find_clips(workspace: Path) -> list[Path]:
     """Sub-folders of ``workspace`` holding frames, sorted; UserError when there are none."""
     if not workspace.is_dir():
         raise UserError(f"--workspace {workspace} is not a folder; pass the folder holding your clip folders")
-    clips = sorted(p for p in workspace.iterdir() if p.is_dir() and stems_with(p, FRAME_SUFFIX))
+    clips = sorted(
+        p for p in workspace.iterdir() if not p.name.startswith(".") and p.is_dir() and stems_with(p, FRAME_SUFFIX)
+    )
     if not clips:
         raise UserError(f"--workspace {workspace} holds no clip folders (sub-folders with <stem>{FRAME_SUFFIX} frames)")
     return clips

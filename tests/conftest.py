@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import hashlib
+import random
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -9,17 +13,47 @@ from model.weights import parity_state_dict
 torch.set_flush_denormal(True)
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--order", default=None, help="run the tests in another order: 'reverse' or 'shuffle:SEED' (independence check)"
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    order = config.getoption("--order")
+    if not order:
+        return
+    if order == "reverse":
+        items.reverse()
+    elif order.startswith("shuffle:"):
+        random.Random(int(order.split(":", 1)[1])).shuffle(items)
+    else:
+        raise pytest.UsageError(f"--order {order!r}: use reverse or shuffle:SEED")
+
+
 @pytest.fixture(scope="session")
-def parity_weights(tmp_path_factory) -> Path:  # noqa: F821
+def parity_weights(tmp_path_factory) -> Path:
     """A checkpoint file with the parity weights (built by our own code from the documented rule)."""
     path = tmp_path_factory.mktemp("weights") / "parity.pth"
     torch.save(parity_state_dict(STM()), path)
     return path
 
 
+def model_fingerprint(model: STM) -> tuple:
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.cpu().contiguous().numpy().tobytes())
+    return model.memory_read, model.share_skips, model.read_budget, model.training, digest.hexdigest()
+
+
 @pytest.fixture(scope="session")
 def parity_model() -> STM:
-    """The published computation with the parity weights."""
+    """The published computation with the parity weights. Shared: no test may change it (a test
+    that needs a variant makes its own, e.g. with ``copy.deepcopy``); checked at the end."""
     model = STM(memory_read="naive", share_skips=False)
     model.load_state_dict(parity_state_dict(model))
-    return model.eval()
+    model.eval()
+    before = model_fingerprint(model)
+    yield model
+    assert model_fingerprint(model) == before, "a test changed the shared parity_model fixture"

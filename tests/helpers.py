@@ -43,7 +43,8 @@ def write_cfg(path: Path, dataset_path: Path, extra: str = "") -> Path:
 
 
 def compare_results(expected: Path, actual: Path) -> list[str]:
-    """Problems between two <clip>_mem<N> folders, with the shared parity tolerances."""
+    """Problems between two <clip>_mem<N> folders: the checks and tolerances of the shared
+    ../shared/parity/compare.py (tests/test_parity.py shows it can fail)."""
     problems = []
     conf_e = json.loads((expected / "conf.json").read_text())
     conf_a = json.loads((actual / "conf.json").read_text())
@@ -72,6 +73,8 @@ def compare_results(expected: Path, actual: Path) -> list[str]:
         if a is None or a.shape != e.shape:
             problems.append(f"ensemble/{ens_e.name}: missing or wrong shape")
             continue
+        if not set(np.unique(a)) <= {0, 128, 255}:
+            problems.append(f"ensemble/{ens_e.name}: values other than 0/128/255")
         parts = [
             (cv2.imread(str(expected / f"part{k}" / f"{stem}_tri.png")).astype(np.float64), part[stem])
             for k, part in enumerate(conf_e)

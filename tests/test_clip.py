@@ -96,3 +96,20 @@ def test_sizes_must_agree(tmp_path):
     write(tmp_path, "1_rgb.png", frame(9, 10))
     with pytest.raises(UserError, match=r"1_rgb\.png is 10x9"):
         check_sizes(scan_clip(tmp_path))
+
+
+def test_grey_rgba_and_16_bit_frames_are_converted_to_8_bit_rgb(tmp_path):
+    bgr = np.zeros((2, 3, 3), np.uint8)
+    bgr[..., 0], bgr[..., 1], bgr[..., 2] = 10, 120, 250
+    grey = np.array([[0, 77, 255], [1, 128, 254]], np.uint8)
+    write(tmp_path, "grey_rgb.png", grey)
+    assert (read_frame(tmp_path / "grey_rgb.png") == grey[..., None]).all()  # R = G = B = grey
+    rgba = np.dstack([bgr, np.full((2, 3), 7, np.uint8)])  # alpha is dropped, not multiplied in
+    write(tmp_path, "rgba_rgb.png", rgba)
+    assert (read_frame(tmp_path / "rgba_rgb.png") == [250, 120, 10]).all()
+    deep = bgr.astype(np.uint16) * 257  # 8-bit values scaled to 16 bits come back exactly
+    deep[0, 0] = (1000, 65535, 128)  # others are rounded: 1000 / 257 = 3.9 -> 4, 128 / 257 -> 0
+    write(tmp_path, "deep_rgb.png", deep)
+    frame = read_frame(tmp_path / "deep_rgb.png")
+    assert frame.dtype == np.uint8
+    assert frame[0, 0].tolist() == [0, 255, 4] and (frame[1] == [250, 120, 10]).all()

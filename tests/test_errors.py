@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -313,6 +314,24 @@ def test_ensemble_pngs_of_different_sizes(result):
     assert_user_error(run, "part1/00002_tri.png is 10x10")
 
 
+def test_ensemble_conf_json_with_a_weight_that_is_not_a_number(result):
+    folder, workspace = result
+    conf = json.loads((folder / "conf.json").read_text())
+    conf[1]["00002"] = "0.5"
+    (folder / "conf.json").write_text(json.dumps(conf))
+    run = run_script("ensemble.py", "--predroot", folder.parent, "--dataroot", workspace)
+    assert_user_error(run, "conf.json is not a readable conf.json", "part 1 gives frame 00002 the weight '0.5'")
+
+
+def test_ensemble_frames_of_another_size_than_the_trimaps(result, tmp_path):
+    folder, workspace = result
+    other = tmp_path / "other_ws" / "clip"
+    shutil.copytree(workspace / "clip", other)
+    atomic_write_png(other / "00003_rgb.png", np.zeros((20, 28, 3), np.uint8))
+    run = run_script("ensemble.py", "--predroot", folder.parent, "--dataroot", other.parent)
+    assert_user_error(run, "00003_rgb.png is 28x20 but the trimaps", "--dataroot holds another version")
+
+
 def test_ensemble_rgb_frame_missing_for_the_overlay(result, tmp_path):
     folder, workspace = result
     other = tmp_path / "other_ws" / "clip"
@@ -333,19 +352,19 @@ def test_ensemble_writes_nothing_into_the_workspace(result):
 # --- running out of memory -----------------------------------------------------------------------
 
 
-def test_out_of_memory_is_explained(tmp_path, clip, parity_model, monkeypatch):
+def test_out_of_memory_is_explained(tmp_path, clip, monkeypatch):
     from config import load_config
     from dataset.clip import scan_clip
     from inference.driver import propagate_clip
     from inference.options import PropagationOptions
+    from model.stm import STM
     from utils.errors import UserError
 
     def exhausted(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(parity_model, "segment", exhausted)
+    model = STM().eval()  # the weights do not matter: every segment step runs out of memory
+    monkeypatch.setattr(model, "segment", exhausted)
     cfg = load_config(write_cfg(tmp_path / "c.yaml", clip))
     with pytest.raises(UserError, match=r"out of main memory .* --max_memory"):
-        propagate_clip(
-            parity_model, scan_clip(cfg.DATASET.PATH), tmp_path / "out", PropagationOptions(), torch.device("cpu")
-        )
+        propagate_clip(model, scan_clip(cfg.DATASET.PATH), tmp_path / "out", PropagationOptions(), torch.device("cpu"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import numpy as np
@@ -200,3 +201,41 @@ def test_finetune_then_propagate_then_ensemble_from_the_command_line(tmp_path, c
     fuse = run_script("ensemble.py", "--predroot", tmp_path / "out", "--dataroot", clip_dir.folder.parent)
     assert fuse.returncode == 0, fuse.stderr
     assert len(list((tmp_path / "out" / "ftclip_mem5" / "ensemble").glob("*_trimap.png"))) == 8
+
+
+def changed_tensors(before: dict, after: dict) -> set[str]:
+    return {name for name, tensor in before.items() if not torch.equal(after[name], tensor)}
+
+
+def test_freeze_backbone_freezes_the_trunks_but_not_the_mask_convolutions(tmp_path, clip_dir, start_checkpoint):
+    before = torch.load(start_checkpoint)
+    result = run(*small_cfg(tmp_path, clip_dir, start_checkpoint, steps=1, **{"TRAIN.FREEZE_BACKBONE": True}))
+    changed = changed_tensors(before, torch.load(result.checkpoint))
+    trunk = {n for n in before if n.startswith(("Encoder_M.", "Encoder_Q.")) and not n.endswith((".mean", ".std"))}
+    assert changed & trunk == {"Encoder_M.conv1_m.weight", "Encoder_M.conv1_o.weight"}
+    assert {"KV_M_r4.Key.weight", "Decoder.pred2.weight"} <= changed
+
+
+def test_sgd_trains_other_weights_than_adam(tmp_path, clip_dir, start_checkpoint):
+    adam = run(*small_cfg(tmp_path / "adam", clip_dir, start_checkpoint, steps=1))
+    sgd = run(*small_cfg(tmp_path / "sgd", clip_dir, start_checkpoint, steps=1, **{"TRAIN.OPTIMIZER": "sgd"}))
+    before, with_sgd = torch.load(start_checkpoint), torch.load(sgd.checkpoint)
+    assert "Decoder.pred2.weight" in changed_tensors(before, with_sgd)
+    assert changed_tensors(torch.load(adam.checkpoint), with_sgd), "sgd and adam made the same step"
+    assert "sgd lr" in (sgd.run_dir / "train.log").read_text()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"TRAIN.CHANNELS_LAST": True}, {"TRAIN.PRECISION": "bf16"}],
+    ids=["channels_last", "bf16"],
+)
+def test_training_step_variants_take_the_same_step_within_rounding(tmp_path, clip_dir, start_checkpoint, overrides):
+    plain = run(*small_cfg(tmp_path / "plain", clip_dir, start_checkpoint, steps=1))
+    variant = run(*small_cfg(tmp_path / "variant", clip_dir, start_checkpoint, steps=1, **overrides))
+    assert math.isfinite(variant.last_loss)
+    assert variant.last_loss == pytest.approx(plain.last_loss, rel=0.05)
+    before, a, b = torch.load(start_checkpoint), torch.load(plain.checkpoint), torch.load(variant.checkpoint)
+    name = "Decoder.pred2.weight"  # the step each made on the prediction head points the same way
+    step_a, step_b = (a[name] - before[name]).flatten(), (b[name] - before[name]).flatten()
+    assert torch.nn.functional.cosine_similarity(step_a, step_b, dim=0) > 0.9

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+import copy
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -143,12 +146,12 @@ def test_sharing_decoder_skips_gives_the_same_probabilities(parity_model):
     g = torch.Generator().manual_seed(3)
     frame = torch.randn(1, 3, 64, 80, generator=g)
     probs = torch.softmax(torch.randn(1, 3, 64, 80, generator=g), dim=1)
+    shared_model = copy.deepcopy(parity_model)
+    shared_model.share_skips = True
     with torch.inference_mode():
         memory = [parity_model.memorize(frame, probs)]
-        parity_model.share_skips = False
         reference = torch.softmax(parity_model.segment(frame, memory), 1)
-        parity_model.share_skips = True
-        shared = torch.softmax(parity_model.segment(frame, memory), 1)
+        shared = torch.softmax(shared_model.segment(frame, memory), 1)
     assert reference.shape == (1, 3, 64, 80)
     # The same sums in another batch layout: equal up to float rounding, which the loud parity
     # weights amplify to about one 8-bit level at worst.
@@ -163,3 +166,27 @@ def test_segment_handles_sizes_that_are_not_multiples_of_16(parity_model):
         logits = parity_model.segment(frame, [entry, entry])
     assert logits.shape == (1, 3, 37, 51)
     assert torch.isfinite(logits).all()
+
+
+class TrainingState:
+    """Stands for an object a research checkpoint pickles beside its weights."""
+
+
+def test_checkpoints_with_arguments_and_numpy_values_load_safely(tmp_path, weights):
+    torch.save(
+        {"state_dict": weights, "args": argparse.Namespace(lr=1e-5, arch="stm"), "epoch": 150,
+         "best_iou": np.float64(0.81), "step": np.int64(12), "history": np.zeros(3)},
+        tmp_path / "w.pth",
+    )  # fmt: skip
+    model = STM()
+    load_checkpoint(model, tmp_path / "w.pth")
+    assert torch.equal(model.state_dict()["Decoder.pred2.weight"], weights["Decoder.pred2.weight"])
+
+
+def test_checkpoints_with_other_objects_need_trusting(tmp_path, weights, monkeypatch):
+    torch.save({"state_dict": weights, "trainer": TrainingState()}, tmp_path / "w.pth")
+    monkeypatch.delenv("TRIMAP_TRUST_CHECKPOINTS", raising=False)
+    with pytest.raises(UserError, match=r"objects of types test_model\.TrainingState .* TRIMAP_TRUST_CHECKPOINTS=1"):
+        load_checkpoint(STM(), tmp_path / "w.pth")
+    monkeypatch.setenv("TRIMAP_TRUST_CHECKPOINTS", "1")
+    load_checkpoint(STM(), tmp_path / "w.pth")

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
+import cv2
+import numpy as np
+import pytest
+
 from helpers import FIXTURES, compare_results, run_script, write_cfg
+from utils.io import atomic_write_png
 
 CASE = FIXTURES / "parity_case1"
 
@@ -23,3 +29,26 @@ def test_parity_case_matches_published_outputs(tmp_path, parity_weights):
     problems = compare_results(CASE / "expected" / "parity_clip_mem1", out / "parity_clip_mem1")
     assert problems == []
     assert len(list((out / "parity_clip_mem1" / "envis").glob("*.png"))) == 16
+
+
+@pytest.mark.parametrize("damage", ["probabilities", "labels", "label values", "conf"])
+def test_the_comparison_fails_on_a_damaged_result(tmp_path, damage):
+    """Negative control: the comparison above is not blind. The published outputs compared with
+    themselves pass; each kind of damage is caught."""
+    expected = CASE / "expected" / "parity_clip_mem1"
+    assert compare_results(expected, expected) == []
+    damaged = tmp_path / "damaged"
+    shutil.copytree(expected, damaged)
+    if damage == "probabilities":
+        png = damaged / "part1" / "00003_tri.png"
+        image = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
+        atomic_write_png(png, np.roll(image, 5, axis=1))
+    elif damage in ("labels", "label values"):
+        png = damaged / "ensemble" / "00003_trimap.png"
+        labels = cv2.imread(str(png), cv2.IMREAD_GRAYSCALE)
+        atomic_write_png(png, 255 - labels if damage == "labels" else np.where(labels == 128, 127, labels))
+    else:
+        conf = json.loads((damaged / "conf.json").read_text())
+        conf[0][next(iter(conf[0]))] = 0.5
+        (damaged / "conf.json").write_text(json.dumps(conf))
+    assert compare_results(expected, damaged) != []

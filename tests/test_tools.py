@@ -41,6 +41,14 @@ def test_flicker_counts_label_changes_the_truth_does_not_have():
     assert score_sequence(preds, moving, "abc").flicker == 0.0  # the truth changed there too
 
 
+def test_flicker_pairs_only_frames_that_are_neighbours_in_the_clip():
+    truth = [np.zeros((1, 4), np.uint8)] * 3
+    preds = [np.array([[0, 0, 0, 0]], np.uint8), np.array([[1, 0, 0, 0]], np.uint8), np.array([[1, 1, 0, 0]], np.uint8)]
+    assert score_sequence(preds, truth, "abc", positions=[0, 1, 2]).flicker == pytest.approx(2 / 8)
+    assert score_sequence(preds, truth, "abc", positions=[0, 2, 3]).flicker == pytest.approx(1 / 4)  # 2-3 only
+    assert score_sequence(preds, truth, "abc", positions=[0, 2, 4]).flicker == 0.0
+
+
 def test_alpha_to_trimap_marks_the_soft_band_unknown():
     alpha = np.zeros((9, 9), np.uint8)
     alpha[:, 5:] = 255
@@ -78,8 +86,26 @@ def test_evaluate_script_against_trimaps_and_alphas(tmp_path):
     alpha = np.where(truth == 2, 255, np.where(truth == 1, 128, 0)).astype(np.uint8)
     for stem in ("000", "001", "002"):
         atomic_write_png(alphas / f"{stem}_alpha.png", alpha)
-    run = run_script("evaluate.py", "--pred", tmp_path / "pred", "--gt", alphas, "--width", "0")
+    run = run_script("evaluate.py", "--pred", tmp_path / "pred", "--gt", alphas, "--width", "0",
+                     "--json", tmp_path / "a.json")  # fmt: skip
     assert run.returncode == 0, run.stderr
+    scores = json.loads((tmp_path / "a.json").read_text())
+    # alpha 128 -> unknown, 255 -> foreground, 0 -> background: the truth above, so the same scores
+    assert scores["frames"] == 3 and scores["accuracy"] == pytest.approx(63 / 64)
+    assert scores["iou"] == pytest.approx([47 / 48, 12 / 13, 1.0])
+
+
+def test_evaluate_script_flicker_skips_pairs_across_left_out_keyframes(tmp_path):
+    truth = np.zeros((4, 4), np.uint8)
+    labels = {"000": 0, "001": 1, "002": 0, "003": 1}  # the prediction flips every frame
+    for stem, value in labels.items():
+        write_labels(tmp_path / "pred", stem, np.full((4, 4), value, np.uint8))
+        write_labels(tmp_path / "gt", stem, truth)
+    write_labels(tmp_path / "clip", "001", truth)  # keyframe 001 is left out: pairs 002-003 remain
+    run = run_script("evaluate.py", "--pred", tmp_path / "pred", "--gt", tmp_path / "gt",
+                     "--skip_keyframes", tmp_path / "clip", "--json", tmp_path / "s.json")  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert json.loads((tmp_path / "s.json").read_text())["flicker"] == 1.0  # 002 -> 003 flips all pixels
 
 
 def test_video_extract_and_overlay(tmp_path):
@@ -104,14 +130,3 @@ def test_video_extract_and_overlay(tmp_path):
     assert run.returncode == 0, run.stderr
     capture = cv2.VideoCapture(str(result / "overlay.mp4"))
     assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == 4
-
-
-def test_demo_runs_end_to_end_small(tmp_path):
-    out = tmp_path / "demo"
-    run = run_script("demo.py", "--out", out, "--steps", "2", "--frames", "5", "--size", "96x128")
-    assert run.returncode == 0, run.stderr
-    assert "finetuned network" in run.stdout and "copy nearest keyframe" in run.stdout
-    scores = json.loads((out / "metrics.json").read_text())
-    assert set(scores) == {"untrained network", "copy nearest keyframe", "finetuned network"}
-    assert cv2.imread(str(out / "contact_sheet.png")) is not None
-    assert (out / "overlay.mp4").stat().st_size > 0

@@ -20,11 +20,26 @@ import torch
 from utils.errors import UserError
 
 
+def _process_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once: os.umask can only be read by setting it, which is not safe while writer threads run.
+_FILE_MODE = 0o666 & ~_process_umask()
+
+
 def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """Call ``write(file)`` on a temporary file next to ``path``, then rename it to ``path``."""
+    """Call ``write(file)`` on a temporary file next to ``path``, then rename it to ``path``.
+
+    The file gets the permissions an ordinary write would give it (0666 less the umask), not the
+    0600 of a temporary file: results are shared on multi-user file systems.
+    """
     path = Path(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, mode) as handle:
             write(handle)
             handle.flush()

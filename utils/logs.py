@@ -63,11 +63,24 @@ def log_file(path: Path) -> Iterator[None]:
         root.setLevel(level)
 
 
-def progress(*args, **kwargs) -> tqdm:
-    """tqdm for long loops; refreshes calmly (every 10 s) when stderr is not a terminal."""
+OFF_TERMINAL_LINES = 10  # progress lines a whole loop may print into a log file
+
+
+def progress(iterable=None, **kwargs) -> tqdm:
+    """tqdm for long loops. Off a terminal (nohup, CI, cluster logs) a loop prints a few lines at
+    most: one per tenth of the work and at least 10 s apart (60 s when the total is unknown), plus
+    the last; ``set_postfix(..., refresh=False)`` then adds no lines of its own."""
     kwargs.setdefault("dynamic_ncols", True)
     if int(os.environ.get("RANK", "0")) != 0:
         kwargs["disable"] = True  # under torchrun, rank 0's bar stands for the job
-    if not sys.stderr.isatty():
-        kwargs.setdefault("mininterval", 10.0)
-    return tqdm(*args, **kwargs)
+    stream = kwargs.get("file") or sys.stderr
+    if not stream.isatty():
+        total = kwargs.get("total")
+        if total is None and iterable is not None and hasattr(iterable, "__len__"):
+            total = len(iterable)
+        if total:
+            kwargs.setdefault("miniters", max(1, (total - kwargs.get("initial", 0)) // OFF_TERMINAL_LINES))
+            kwargs.setdefault("mininterval", 10.0)
+        else:
+            kwargs.setdefault("mininterval", 60.0)
+    return tqdm(iterable, **kwargs)

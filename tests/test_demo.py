@@ -1,0 +1,38 @@
+"""The demo as the README's Quick start runs it (about 4 minutes): its table's claims hold."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import pytest
+
+from helpers import run_script
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "demo_out"
+    run = run_script("demo.py", "--out", out, timeout=1200)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return out, run
+
+
+def test_the_finetuned_network_beats_both_baselines(demo):
+    out, run = demo
+    scores = json.loads((out / "metrics.json").read_text())
+    assert set(scores) >= {"untrained network", "copy nearest keyframe", "finetuned network"}
+    finetuned = scores["finetuned network"]["miou"]
+    assert finetuned > scores["untrained network"]["miou"] + 0.2
+    assert finetuned > scores["copy nearest keyframe"]["miou"] + 0.1
+    assert "NOT better" not in run.stderr
+
+
+def test_the_demo_writes_its_pictures(demo):
+    out, _ = demo
+    sheet = cv2.imread(str(out / "contact_sheet.png"))
+    assert sheet is not None and sheet.shape[0] > 300
+    capture = cv2.VideoCapture(str(out / "overlay.mp4"))
+    assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == 16

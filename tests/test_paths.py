@@ -1,0 +1,90 @@
+"""The computation paths and switches besides the default: --fast, --precision, --n_threads, --gpu."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from dataset.clip import scan_clip
+from dataset.synthetic import make_synthetic_clip
+from helpers import FIXTURES, compare_results, run_script, write_cfg
+from inference.driver import configure_model, propagate_clip
+from inference.options import PropagationOptions
+from model.stm import STM
+from model.weights import trainable_random_init
+from utils.device import resolve_device
+from utils.errors import UserError
+
+CPU = torch.device("cpu")
+CASE = FIXTURES / "parity_case1"
+
+
+def test_fast_path_passes_the_parity_case(tmp_path, parity_weights):
+    workspace = tmp_path / "workspace"
+    shutil.copytree(CASE / "workspace", workspace)
+    cfg = write_cfg(tmp_path / "parity.yaml", workspace / "parity_clip")
+    out = tmp_path / "out"
+    flags = ["--mem_every", "1", "--max_memory", "3", "--fast"]
+    run = run_script("test_mf_2.py", "--cfg", cfg, "--load", parity_weights, "--save", out, *flags)
+    assert run.returncode == 0, run.stderr
+    run = run_script("ensemble.py", "--predroot", out, "--dataroot", workspace)
+    assert run.returncode == 0, run.stderr
+    assert compare_results(CASE / "expected" / "parity_clip_mem1", out / "parity_clip_mem1") == []
+
+
+@pytest.fixture(scope="module")
+def quiet_model() -> STM:
+    """Random weights as the demo starts from (not the loud parity weights, which amplify rounding
+    into label flips): what reduced precision does to an ordinary network."""
+    torch.manual_seed(0)
+    model = STM()
+    trainable_random_init(model)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    workspace = tmp_path_factory.mktemp("paths")
+    return scan_clip(make_synthetic_clip(workspace, "tiny", num_frames=3, size=(44, 58), keyframes=(0,), seed=3).folder)
+
+
+def propagate(model: STM, clip, save, **options) -> dict[str, bytes]:
+    opts = PropagationOptions(mem_every=1, **options)
+    result = propagate_clip(configure_model(copy.deepcopy(model), opts, CPU), clip, save, opts, CPU)
+    return {p.relative_to(result.path).as_posix(): p.read_bytes() for p in sorted(result.path.glob("part*/*.png"))}
+
+
+def decode(pngs: dict[str, bytes]) -> dict[str, np.ndarray]:
+    return {k: cv2.imdecode(np.frombuffer(v, np.uint8), cv2.IMREAD_UNCHANGED) for k, v in pngs.items()}
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_half_precision_runs_on_the_cpu_close_to_fp32(tmp_path, quiet_model, tiny_clip, precision):
+    # Slow without native bf16 (about 7 s here for 2 frames), but the same code path as on GPUs.
+    reference = decode(propagate(quiet_model, tiny_clip, tmp_path / "fp32"))
+    half = decode(propagate(quiet_model, tiny_clip, tmp_path / precision, precision=precision))
+    assert half.keys() == reference.keys()
+    agree = np.mean([(half[k].argmax(2) == reference[k].argmax(2)).mean() for k in half])
+    worst = max(np.abs(half[k].astype(int) - reference[k]).max() for k in half)
+    assert agree > 0.97 and worst <= 3, (agree, worst)
+
+
+def test_inline_reading_and_writing_gives_the_same_bytes(tmp_path, quiet_model, tiny_clip):
+    assert propagate(quiet_model, tiny_clip, tmp_path / "a", n_threads=0) == propagate(
+        quiet_model, tiny_clip, tmp_path / "b", n_threads=2
+    )
+
+
+def test_the_published_gpu_flag_on_a_machine_without_cuda():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert resolve_device("auto", gpu=0) == CPU  # --gpu 0 with --device auto: the best device there is
+    with pytest.raises(UserError, match="no CUDA GPU"):
+        resolve_device("cuda", gpu=1)
+    with pytest.raises(UserError, match="not a device"):
+        resolve_device("tpu:x")
