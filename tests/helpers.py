@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
 import json
+import logging
 import os
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from utils.errors import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
@@ -96,3 +103,24 @@ def run_torchrun(script: str, *args: object, nproc: int = 2, timeout: float = 60
          str(REPO / script), *map(str, args)],
         cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env,
     )  # fmt: skip
+
+
+def run_main(script: str, *args: object) -> subprocess.CompletedProcess:
+    """Run a script's ``main`` in this process, as ``run_script`` runs it in a new one (exit code,
+    stdout and stderr), without the seconds a new Python and torch take to start. For checks of
+    what a user sees: messages and exit codes. Ctrl-C, torchrun and tracebacks of unexpected
+    errors need ``run_script``."""
+    module = importlib.import_module(Path(script).stem)
+    argv = [str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            run_cli(lambda: module.main(argv), debug="--debug" in argv)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except Exception:  # what the interpreter would print before exiting with 1
+            err.write(traceback.format_exc())
+            code = 1
+    logging.getLogger().handlers.clear()  # the script's handlers wrote to the captured streams
+    return subprocess.CompletedProcess([script, *argv], code, out.getvalue(), err.getvalue())

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from dataset.synthetic import make_synthetic_clip
-from helpers import run_script, write_cfg
+from helpers import run_main, run_script, write_cfg
 from utils.io import atomic_write_png
 
 
@@ -50,7 +50,7 @@ def propagate(tmp_path, parity_weights):
 
     def run(dataset_path, *flags, cfg_extra="", load=parity_weights):
         cfg = write_cfg(tmp_path / "c.yaml", dataset_path, cfg_extra)
-        return run_script("test_mf_2.py", "--cfg", cfg, "--load", load, "--save", tmp_path / "out", *flags)
+        return run_main("test_mf_2.py", "--cfg", cfg, "--load", load, "--save", tmp_path / "out", *flags)
 
     return run
 
@@ -178,7 +178,7 @@ def test_keyframe_without_foreground_warns_when_propagating(tmp_path, clip, prop
 def test_save_inside_the_clip_folder(tmp_path, clip, parity_weights):
     before = snapshot(clip)
     cfg = write_cfg(tmp_path / "c.yaml", clip)
-    run = run_script("test_mf_2.py", "--cfg", cfg, "--load", parity_weights, "--save", clip / "results")
+    run = run_main("test_mf_2.py", "--cfg", cfg, "--load", parity_weights, "--save", clip / "results")
     assert_user_error(run, "is inside the clip folder")
     check_untouched(clip, before)
 
@@ -186,7 +186,7 @@ def test_save_inside_the_clip_folder(tmp_path, clip, parity_weights):
 def test_save_that_cannot_be_created(tmp_path, clip, parity_weights):
     (tmp_path / "a_file").write_text("x")
     cfg = write_cfg(tmp_path / "c.yaml", clip)
-    run = run_script("test_mf_2.py", "--cfg", cfg, "--load", parity_weights, "--save", tmp_path / "a_file" / "out")
+    run = run_main("test_mf_2.py", "--cfg", cfg, "--load", parity_weights, "--save", tmp_path / "a_file" / "out")
     assert_user_error(run, "--save", "cannot be created")
 
 
@@ -237,8 +237,9 @@ def test_override_of_an_unknown_key(tmp_path, clip, propagate):
     assert_user_error(propagate(clip, "TRAIN.NOPE", "1"), "TRAIN.NOPE")
 
 
-def test_debug_shows_the_traceback(tmp_path, propagate):
-    run = propagate(tmp_path / "nowhere", "--debug")
+def test_debug_shows_the_traceback(tmp_path, parity_weights):
+    cfg = write_cfg(tmp_path / "c.yaml", tmp_path / "nowhere")
+    run = run_script("test_mf_2.py", "--cfg", cfg, "--load", parity_weights, "--save", tmp_path / "out", "--debug")
     assert run.returncode != 0 and "Traceback" in run.stderr
 
 
@@ -247,7 +248,7 @@ def test_debug_shows_the_traceback(tmp_path, propagate):
 
 def finetune(tmp_path, clip, *overrides):
     cfg = write_cfg(tmp_path / "ft.yaml", clip)
-    return run_script(
+    return run_main(
         "online_finetune_test.py", "--cfg", cfg, "SYSTEM.OUTDIR", tmp_path / "log", "SYSTEM.NUM_WORKERS", 0,
         "TRAIN.TRAIN_INPUT_SIZE", "(48, 32)", "TRAIN.TOTAL_STEPS", 1, "FINETUNE.MIN_UNKNOWN_PIXELS", 50, *overrides,
     )  # fmt: skip
@@ -294,23 +295,23 @@ def result(tmp_path, clip, propagate):
 def test_ensemble_result_without_conf_json(result):
     folder, workspace = result
     (folder / "conf.json").unlink()
-    run = run_script("ensemble.py", "--predroot", folder.parent, "--dataroot", workspace)
+    run = run_main("ensemble.py", "--predroot", folder.parent, "--dataroot", workspace)
     assert_user_error(run, "clip_mem5/conf.json is missing")
-    run = run_script("ensemble.py", "--predroot", folder.parent, "--dataroot", workspace, "clip_mem5")
+    run = run_main("ensemble.py", "--predroot", folder.parent, "--dataroot", workspace, "clip_mem5")
     assert_user_error(run, "clip_mem5/conf.json is missing")
 
 
 def test_ensemble_part_png_missing(result):
     folder, workspace = result
     (folder / "part1" / "00002_tri.png").unlink()
-    run = run_script("ensemble.py", "--predroot", folder.parent, "--dataroot", workspace)
+    run = run_main("ensemble.py", "--predroot", folder.parent, "--dataroot", workspace)
     assert_user_error(run, "part1/00002_tri.png is missing")
 
 
 def test_ensemble_pngs_of_different_sizes(result):
     folder, workspace = result
     atomic_write_png(folder / "part1" / "00002_tri.png", np.zeros((10, 10, 3), np.uint8))
-    run = run_script("ensemble.py", "--predroot", folder.parent, "--dataroot", workspace)
+    run = run_main("ensemble.py", "--predroot", folder.parent, "--dataroot", workspace)
     assert_user_error(run, "part1/00002_tri.png is 10x10")
 
 
@@ -319,7 +320,7 @@ def test_ensemble_conf_json_with_a_weight_that_is_not_a_number(result):
     conf = json.loads((folder / "conf.json").read_text())
     conf[1]["00002"] = "0.5"
     (folder / "conf.json").write_text(json.dumps(conf))
-    run = run_script("ensemble.py", "--predroot", folder.parent, "--dataroot", workspace)
+    run = run_main("ensemble.py", "--predroot", folder.parent, "--dataroot", workspace)
     assert_user_error(run, "conf.json is not a readable conf.json", "part 1 gives frame 00002 the weight '0.5'")
 
 
@@ -328,7 +329,7 @@ def test_ensemble_frames_of_another_size_than_the_trimaps(result, tmp_path):
     other = tmp_path / "other_ws" / "clip"
     shutil.copytree(workspace / "clip", other)
     atomic_write_png(other / "00003_rgb.png", np.zeros((20, 28, 3), np.uint8))
-    run = run_script("ensemble.py", "--predroot", folder.parent, "--dataroot", other.parent)
+    run = run_main("ensemble.py", "--predroot", folder.parent, "--dataroot", other.parent)
     assert_user_error(run, "00003_rgb.png is 28x20 but the trimaps", "--dataroot holds another version")
 
 
@@ -337,14 +338,14 @@ def test_ensemble_rgb_frame_missing_for_the_overlay(result, tmp_path):
     other = tmp_path / "other_ws" / "clip"
     shutil.copytree(workspace / "clip", other)
     (other / "00004_rgb.png").unlink()
-    run = run_script("ensemble.py", "--predroot", folder.parent, "--dataroot", other.parent)
+    run = run_main("ensemble.py", "--predroot", folder.parent, "--dataroot", other.parent)
     assert_user_error(run, "00004_rgb.png is missing")
 
 
 def test_ensemble_writes_nothing_into_the_workspace(result):
     folder, workspace = result
     before = snapshot(workspace)
-    run = run_script("ensemble.py", "--predroot", folder.parent, "--dataroot", workspace)
+    run = run_main("ensemble.py", "--predroot", folder.parent, "--dataroot", workspace)
     assert run.returncode == 0, run.stderr
     check_untouched(workspace, before)
 
