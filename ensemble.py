@@ -5,7 +5,9 @@ usage: ensemble.py --predroot results --dataroot workspace [result_or_clip ...]
 
 For every result folder under --predroot (or those named: a folder name such as clip_mem5, or a
 clip name standing for all its clip_mem* folders) writes ensemble/<stem>_trimap.png (0/128/255)
-and envis/<stem>.png (half frame, half trimap; needs --dataroot/<clip>/<stem>_rgb.png).
+and envis/<stem>.png (half frame, half trimap; needs --dataroot/<clip>/<stem>_rgb.png), and
+uncertainty.json / uncertainty.png: how much each frame's forward and backward predictions
+disagree, and the frames worth a keyframe trimap next (printed).
 """
 
 from __future__ import annotations
@@ -40,7 +42,9 @@ def main(argv: list[str] | None = None) -> None:
     results = select_results(Path(args.predroot), args.results)
     if dataroot is None:
         log.info("no --dataroot: writing ensemble/ only, no envis/ overlays")
-    ensemble_folders(results, dataroot)
+    for name, uncertainty in ensemble_folders(results, dataroot).items():
+        ranked = [f"{stem} ({uncertainty.frames[stem]:.3f})" for stem in uncertainty.suggested]
+        print(f"{name}: annotate next: {', '.join(ranked) if ranked else 'nothing (every frame is a keyframe)'}")
 
 
 if __name__ == "__main__":

@@ -7,10 +7,15 @@ usage: run_workspace.py --workspace WS --save RESULTS [--cfg base.yaml] [--load 
 
 Every sub-folder of WS holding <stem>_rgb.png frames is a clip (keyframes: its <stem>_trimap.png
 files). Per clip, written under RESULTS: configs/<clip>.yaml, train_log/<clip>/ (finetuning),
-<clip>_mem<N>/ (parts, conf.json, ensemble/, envis/). A clip whose ensemble is complete is skipped,
-so a rerun picks up where an interrupted one stopped. --load CKPT propagates with one checkpoint
-instead of finetuning. --gt GT_ROOT (GT_ROOT/<clip>/<stem>_trimap.png or _alpha.png) adds the
-scores of every clip to the summary.
+<clip>_mem<N>/ (parts, conf.json, ensemble/, envis/, uncertainty.*). --load CKPT propagates with
+one checkpoint instead of finetuning. --gt GT_ROOT (GT_ROOT/<clip>/<stem>_trimap.png or
+_alpha.png) adds the scores of every clip to the summary.
+
+Reruns redo only what changed, so an interrupted run continues and the correction loop is one
+command: run it, add a trimap for a suggested frame, run it again. A finetuning whose keyframes,
+config and starting weights are unchanged is reused (when they changed, --refine_steps N
+continues the last one for N steps and --keep_finetuned keeps it), and only the parts whose
+inputs changed are propagated again.
 """
 
 from __future__ import annotations
@@ -40,6 +45,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--save", required=True, help="where configs, finetuning runs and results go")
     parser.add_argument("--cfg", default=None, help="base yaml for every clip (DATASET.PATH is set per clip)")
     parser.add_argument("--load", default=None, help="propagate with this checkpoint; no finetuning")
+    parser.add_argument("--clips", nargs="+", default=None, help="only these clips (folder names)")
+    parser.add_argument(
+        "--refine_steps", type=int, default=0, help="when a clip's keyframes changed since its finetuning, "
+        "continue from that checkpoint for N steps instead of finetuning afresh",
+    )  # fmt: skip
+    parser.add_argument(
+        "--keep_finetuned", action="store_true", help="when a clip's keyframes changed, keep propagating with its "
+        "finetuned checkpoint: only the parts touching the changed keyframes are recomputed",
+    )  # fmt: skip
     add_propagation_arguments(parser)
     parser.add_argument("--gt", default=None, help="ground truth root: GT/<clip>/<stem>_trimap.png or _alpha.png")
     parser.add_argument("--gt_width", type=int, default=10, help="alpha ground truth: unknown band dilation")
@@ -53,6 +67,13 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     options = PropagationOptions.from_args(args)  # checks the flags before any work
     clips = find_clips(Path(args.workspace))
+    if args.clips:
+        unknown = sorted(set(args.clips) - {c.name for c in clips})
+        if unknown:
+            raise UserError(f"--clips {unknown[0]}: no such clip folder with frames in {args.workspace}")
+        clips = [c for c in clips if c.name in args.clips]
+    if args.refine_steps < 0:
+        raise UserError(f"--refine_steps {args.refine_steps}: must be >= 0")
     save = ensure_writable_dir(Path(args.save), "--save")
     workspace = Path(args.workspace).resolve()
     if workspace in (save.resolve(), *save.resolve().parents):
@@ -60,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     base = load_config(args.cfg, args.opts)  # a bad base config fails here, once, before any work
     job = WorkspaceJob(
         save, options, args.cfg, tuple(args.opts), Path(args.load) if args.load else None,
-        Path(args.gt) if args.gt else None, args.gt_width,
+        Path(args.gt) if args.gt else None, args.gt_width, args.refine_steps, args.keep_finetuned,
     )  # fmt: skip
     world, device = init_world(args.device, args.gpu)
     prepare_device(device, base.SYSTEM)

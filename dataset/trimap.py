@@ -64,3 +64,32 @@ def alpha_to_trimap(alpha: np.ndarray, width: int) -> np.ndarray:
     if width > 0:
         labels = dilate_unknown(labels, width)
     return encode_labels(labels)
+
+
+def mask_to_trimap(mask: np.ndarray, fg_width: int, bg_width: int | None = None) -> np.ndarray:
+    """Labels (0/1/2) from a binary mask (H x W bool, True = foreground) with an unknown band
+    along the mask's edge.
+
+    A foreground pixel is unknown when a background pixel lies within ``fg_width`` pixels of it
+    (Euclidean distance between pixel centres), a background pixel when a foreground pixel lies
+    within ``bg_width`` (default: ``fg_width``). So a width of W marks W pixels on each side of the
+    edge; 0 leaves that side as it is. A mask without both classes has no edge and no band.
+    """
+    bg_width = fg_width if bg_width is None else bg_width
+    labels = np.where(mask, FOREGROUND, BACKGROUND).astype(np.uint8)
+    if mask.all() or not mask.any():
+        return labels
+    # distanceTransform: distance of every non-zero pixel to the nearest zero pixel
+    to_background = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    to_foreground = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    labels[mask & (to_background <= fg_width)] = UNKNOWN
+    labels[~mask & (to_foreground <= bg_width)] = UNKNOWN
+    return labels
+
+
+def snap_trimap(grey: np.ndarray) -> np.ndarray:
+    """Labels (0/1/2) of a hand-drawn grey trimap: every value goes to the nearest of 0 / 128 / 255
+    (anti-aliased brush edges, JPEG noise). Unlike :func:`decode_trimap`, 3 is background and 252
+    foreground."""
+    levels = LABEL_GREY.astype(np.int16)
+    return np.abs(grey.astype(np.int16)[..., None] - levels).argmin(axis=-1).astype(np.uint8)

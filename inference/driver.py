@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,11 @@ from inference.layout import ResultFolder
 from inference.options import PropagationOptions
 from inference.plan import Part, part_confidence, plan_parts
 from inference.propagator import FrameSource, PartStep, Propagator, keyframe_probs, probs_to_image
+from inference.records import PartRecords, RunInputs
 from model.checkpoint import load_checkpoint
+from model.folding import fold_batch_norms
 from model.stm import STM
-from utils.distributed import SINGLE, World, agree_on_success, barrier, share_by_load
+from utils.distributed import SINGLE, World, agree_on_success, gather, share_by_load
 from utils.errors import UserError
 from utils.io import BackgroundWriter, atomic_write_png
 from utils.logs import progress
@@ -35,15 +38,35 @@ def configure_model(model: STM, options: PropagationOptions, device: torch.devic
     - default: the published operations, without repeating work whose result is the same
       (keyframes encoded once per run, I/O overlapped), and a chunked memory read only where the
       full affinity would exceed its memory budget.
-    - fast: the default with channels_last tensors and the decoder's skip branches computed once
-      for both objects (less work; the rounding differs, so results move from the published
-      numbers).
+    - fast: the default with batch norm folded into the convolutions (model.folding), channels_last
+      tensors and the decoder's skip branches computed once for both objects (less work; the
+      rounding differs, so results move from the published numbers). Returns a new model.
+    - compile: torch.compile of the encoders, key/value heads and decoder (inductor; on the CPU
+      with weight freezing and prepacking). No CUDA graphs: the memory keeps the encoders'
+      outputs across steps, which graph replays would overwrite.
     """
     model.memory_read = "naive" if options.naive else "chunked"
     model.share_skips = options.fast
-    model.eval().to(device)
+    model.eval()
+    if options.fast:
+        model = fold_batch_norms(model)
+    model.to(device)
     model.to(memory_format=options.memory_format)
+    if options.compile:
+        compile_model(model, device)
     return model
+
+
+def compile_model(model: STM, device: torch.device) -> None:
+    """torch.compile the parts of ``model`` whose shapes are fixed for a clip, in place (the
+    memory read, whose size grows, stays eager)."""
+    import torch._inductor.config as inductor_config
+
+    if device.type == "cpu":
+        inductor_config.freezing = True  # weights are constants at inference: fold and prepack them
+    for part in (model.Encoder_M, model.Encoder_Q, model.KV_M_r4, model.KV_Q_r4, model.Decoder):
+        part.compile(dynamic=False)
+    model.Decoder.skip_branches = torch.compile(model.Decoder.skip_branches, dynamic=False)
 
 
 def load_model(checkpoint: str | Path, options: PropagationOptions, device: torch.device) -> STM:
@@ -56,6 +79,15 @@ def load_model(checkpoint: str | Path, options: PropagationOptions, device: torc
 OnStep = Callable[[int, PartStep, np.ndarray], None]
 
 
+@dataclass
+class Propagation:
+    """What propagate_clip did: the result folder and which parts it reused or computed."""
+
+    result: ResultFolder
+    reused: list[int] = field(default_factory=list)
+    computed: list[int] = field(default_factory=list)
+
+
 def propagate_clip(
     model: STM,
     clip: Clip,
@@ -64,13 +96,16 @@ def propagate_clip(
     device: torch.device,
     world: World = SINGLE,
     on_step: OnStep | None = None,
-) -> ResultFolder:
-    """Propagate every part of ``clip`` and write its result folder under ``save_root``
-    (part PNGs and conf.json, see inference.layout). Returns the result folder.
+) -> Propagation:
+    """Propagate the parts of ``clip`` and write its result folder under ``save_root`` (part
+    PNGs with their records, conf.json; see inference.layout).
 
-    Under torchrun (``world``) the parts are shared out among the ranks, balanced by frame count;
-    rank 0 clears what an earlier run left and writes conf.json once every rank is done.
-    on_step(part index, step, H x W x 3 probabilities) sees every result (benchmarks use it).
+    Parts that an earlier run into the same folder finished with the same inputs (see
+    inference.records) are reused unless ``options.recompute``; when any part changes, the fused
+    outputs of the earlier run are removed. Under torchrun (``world``) the parts to compute are
+    shared out among the ranks, balanced by frame count; rank 0 arranges the folder first and
+    writes conf.json once every rank is done. on_step(part index, step, H x W x 3 probabilities)
+    sees every computed frame (benchmarks use it).
     """
     height, width = check_sizes(clip)
     parts = plan_parts(clip.keyframe_indices, len(clip))
@@ -78,25 +113,33 @@ def propagate_clip(
         raise UserError(f"{clip.path} has a single frame and it is the keyframe: there is nothing to propagate")
     keep_every = options.keep_every(len(clip))
     result = ResultFolder.of(save_root, clip.name, options.mem_every)
-    mine = share_by_load([len(part) for part in parts], world.size)[world.rank]
+    records = PartRecords(clip, RunInputs.of(model, options, keep_every, device))
+    planned = [records.record(part) for part in parts]
+    reused: set[int] = set()
     if world.is_main:
         result.path.mkdir(parents=True, exist_ok=True)
-        result.clear_stale({k: [clip.stems[f] for f in part.frames] for k, part in enumerate(parts)})
-    barrier(world)
+        reused, unchanged = result.adopt_parts([r["fingerprint"] for r in planned], options.recompute)
+        if not unchanged:
+            result.clear_fused()
+    reused = gather(world, sorted(reused))[0]  # rank 0 decided
+    to_compute = [k for k in range(len(parts)) if k not in reused]
+    mine = [to_compute[i] for i in share_by_load([len(parts[k]) for k in to_compute], world.size)[world.rank]]
     log.info(
-        "%s: %d frames of %dx%d, keyframes %s, %d parts%s, keep every %d, max_memory %s",
-        clip.path, len(clip), width, height, clip.keyframe_indices, len(parts),
-        f" (this rank: {mine})" if world.distributed else "", keep_every, options.max_memory,
+        "%s: %d frames of %dx%d, keyframes %s, %d parts (%d reused, %d to compute%s), keep every %d, max_memory %s",
+        clip.path, len(clip), width, height, clip.keyframe_indices, len(parts), len(reused), len(to_compute),
+        f"; this rank: {mine}" if world.distributed else "", keep_every, options.max_memory,
     )  # fmt: skip
     error = None
     try:
-        _run_parts(model, clip, (height, width), parts, mine, result, options, keep_every, device, on_step)
+        if mine:
+            _run_parts(model, clip, (height, width), parts, mine, result, options, keep_every, device, on_step,
+                       on_part=lambda k: result.write_part_record(k, planned[k]))  # fmt: skip
     except Exception as exc:  # every rank must reach agree_on_success, or the others wait forever
         error = exc
     agree_on_success(world, error)
     if world.is_main:
         result.write_conf(conf_of(parts, clip))
-    return result
+    return Propagation(result, sorted(reused), to_compute)
 
 
 def make_propagator(
@@ -129,6 +172,7 @@ def _run_parts(
     keep_every: int,
     device: torch.device,
     on_step: OnStep | None,
+    on_part: Callable[[int], None],
 ) -> None:
     """Propagate the parts ``part_indices`` of ``parts`` and write their PNGs (frames: ``size``)."""
     height, width = size
@@ -148,6 +192,7 @@ def _run_parts(
                     writer.submit(atomic_write_png, result.part_png(k, clip.stems[step.frame]), probs_to_png(probs))
                     bar.update(1)
                 writer.flush()
+                on_part(k)
     except Exception as exc:
         if is_out_of_memory(exc):
             raise out_of_memory(device, clip, options) from exc

@@ -12,6 +12,7 @@ import numpy as np
 from dataset.clip import FRAME_SUFFIX, image_size, read_image
 from dataset.trimap import encode_labels
 from inference.layout import Conf, ResultFolder
+from inference.uncertainty import Uncertainty, frame_score, png_to_probs, uncertainty_of, write_uncertainty
 from utils.errors import UserError
 from utils.io import BackgroundWriter, atomic_write_png, ensure_writable_dir
 from utils.logs import progress
@@ -104,12 +105,14 @@ class ResultCheck:
                     )
 
 
-def ensemble_result(check: ResultCheck, writer: BackgroundWriter) -> int:
-    """Write ensemble/ (and envis/ when frames are known) for one result folder; returns the frame count."""
+def ensemble_result(check: ResultCheck, writer: BackgroundWriter) -> Uncertainty:
+    """Write ensemble/ (and envis/ when frames are known), uncertainty.json and uncertainty.png for
+    one result folder; returns the uncertainty."""
     result = check.result
     ensure_writable_dir(result.ensemble_dir, "ensemble output")
     if check.rgb_dir is not None:
         ensure_writable_dir(result.envis_dir, "overlay output")
+    scores = {}
     for stem, parts in progress(check.frames.items(), desc=result.name, unit="frame"):
         pngs = [read_image(result.part_png(k, stem), cv2.IMREAD_COLOR) for k, _ in parts]
         labels = fuse(pngs, [w for _, w in parts])
@@ -117,17 +120,26 @@ def ensemble_result(check: ResultCheck, writer: BackgroundWriter) -> int:
         if check.rgb_dir is not None:
             frame = read_image(check.rgb_dir / f"{stem}{FRAME_SUFFIX}", cv2.IMREAD_COLOR)
             writer.submit(atomic_write_png, result.envis_png(stem), overlay(frame, labels))
+        scores[stem] = frame_score([png_to_probs(png) for png in pngs], [w for _, w in parts])
     writer.flush()
-    return len(check.frames)
+    uncertainty = uncertainty_of(scores, check.conf)
+    write_uncertainty(result, uncertainty)
+    return uncertainty
 
 
-def ensemble_folders(results: Sequence[ResultFolder], dataroot: Path | None) -> None:
-    """Check every result folder first, then fuse each (``ensemble.py``)."""
+def ensemble_folders(results: Sequence[ResultFolder], dataroot: Path | None) -> dict[str, Uncertainty]:
+    """Check every result folder first, then fuse each (``ensemble.py``); the uncertainty of each,
+    by folder name."""
     checks = [ResultCheck(result, dataroot) for result in results]
     writer = BackgroundWriter()
+    found = {}
     try:
         for check in checks:
-            count = ensemble_result(check, writer)
-            log.info("%s: %d frames -> %s", check.result.name, count, check.result.ensemble_dir)
+            uncertainty = found[check.result.name] = ensemble_result(check, writer)
+            log.info(
+                "%s: %d frames -> %s; annotate next: %s (see %s)", check.result.name, len(check.frames),
+                check.result.ensemble_dir, ", ".join(uncertainty.suggested) or "-", check.result.uncertainty_png,
+            )  # fmt: skip
     finally:
         writer.close()
+    return found

@@ -5,8 +5,12 @@
     <save>/<clip>_mem<N>/          N: --mem_every as given (0 when derived from --max_memory)
         conf.json                  one {stem: weight} dict per part; written last (marks a finished run)
         part<k>/<stem>_tri.png     3-class probabilities of part k, 8-bit, [bg, unknown, fg]
+        part<k>/inputs.json        what part k was computed from (its fingerprint), for reuse
         ensemble/<stem>_trimap.png the fused trimap, 0 / 128 / 255
         envis/<stem>.png           half frame, half fused trimap
+        uncertainty.json           per frame: how much its predictions disagree; frames to annotate next
+        uncertainty.png            that score along the clip
+        matte/                     alpha mattes, foregrounds and composites (matte.py)
 
 Everything else asks this module for these names.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -26,8 +31,13 @@ MEM_SUFFIX = re.compile(r"_mem\d+$")
 PART_PREFIX = "part"
 PART_SUFFIX = "_tri.png"
 CONF_NAME = "conf.json"
+PART_RECORD = "inputs.json"
+REUSE_PREFIX = ".reuse-"  # finished parts waiting to be adopted by the running plan
 ENSEMBLE_DIR = "ensemble"
 ENVIS_DIR = "envis"
+UNCERTAINTY_JSON = "uncertainty.json"
+UNCERTAINTY_PNG = "uncertainty.png"
+MATTE_DIR = "matte"
 
 Conf = list[dict[str, float]]
 
@@ -90,21 +100,52 @@ class ResultFolder:
         """Stems of the probability PNGs present in part k."""
         return stems_with(self.part_dir(k), PART_SUFFIX)
 
-    def clear_stale(self, expected: dict[int, Iterable[str]]) -> None:
-        """Remove what an earlier run left that a run writing ``expected`` ({k: stems}) would not
-        rewrite: conf.json (rewritten at the end; its absence marks an unfinished run), PNGs of
-        other frames, part folders beyond the plan, temporary files of interrupted writes."""
-        if self.conf_path.exists():
-            self.conf_path.unlink()
+    def part_record(self, k: int) -> Path:
+        return self.part_dir(k) / PART_RECORD
+
+    def write_part_record(self, k: int, record: dict) -> None:
+        """Mark part k finished: what it was computed from (written after its last PNG)."""
+        atomic_write_json(self.part_record(k), record)
+
+    def _finished_fingerprint(self, part_dir: Path) -> str | None:
+        """The fingerprint of a finished part folder: its record is there and so is every PNG it names."""
+        try:
+            record = json.loads((part_dir / PART_RECORD).read_text())
+            fingerprint, frames = record["fingerprint"], [stem for stem, _ in record["frames"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if not all((part_dir / f"{stem}{PART_SUFFIX}").exists() for stem in frames):
+            return None
+        return fingerprint if isinstance(fingerprint, str) and fingerprint.isalnum() else None
+
+    def adopt_parts(self, fingerprints: list[str], recompute: bool = False) -> tuple[set[int], bool]:
+        """Prepare the folder for a run whose planned part k has ``fingerprints[k]``.
+
+        Finished parts of earlier runs whose fingerprint is planned are kept, moved to their new
+        index; everything else of earlier runs' parts is removed (all of it with ``recompute``),
+        and conf.json too (it is rewritten at the end; its absence marks an unfinished run).
+        Returns the reused indices and whether the parts are exactly those of the last run (then
+        the fused outputs still describe them). Safe to interrupt: kept parts wait in
+        ``.reuse-<fingerprint>`` folders, which the next run adopts too.
+        """
+        self.conf_path.unlink(missing_ok=True)
+        before = {k: self._finished_fingerprint(d) for k, d in self.part_dirs().items()}
         for k, part_dir in self.part_dirs().items():
-            keep = {f"{stem}{PART_SUFFIX}" for stem in expected.get(k, ())}
-            for png in part_dir.glob(f"*{PART_SUFFIX}"):
-                if png.name not in keep:
-                    png.unlink()
-            for tmp in part_dir.glob(".*.tmp"):
-                tmp.unlink()
-            if k not in expected and not any(part_dir.iterdir()):
-                part_dir.rmdir()
+            stash = self.path / f"{REUSE_PREFIX}{before[k]}"
+            if before[k] is None or recompute or stash.exists():
+                shutil.rmtree(part_dir)
+            else:
+                part_dir.rename(stash)
+        reused = set()
+        for k, fingerprint in enumerate(fingerprints):
+            stash = self.path / f"{REUSE_PREFIX}{fingerprint}"
+            if stash.is_dir() and not recompute:
+                stash.rename(self.part_dir(k))
+                reused.add(k)
+        for leftover in self.path.glob(f"{REUSE_PREFIX}*"):
+            shutil.rmtree(leftover)
+        unchanged = before == dict(enumerate(fingerprints))
+        return reused, unchanged
 
     # --- conf.json ------------------------------------------------------------------------------
 
@@ -141,6 +182,36 @@ class ResultFolder:
     def envis_dir(self) -> Path:
         return self.path / ENVIS_DIR
 
+    @property
+    def matte_dir(self) -> Path:
+        return self.path / MATTE_DIR
+
+    @property
+    def uncertainty_json(self) -> Path:
+        return self.path / UNCERTAINTY_JSON
+
+    @property
+    def uncertainty_png(self) -> Path:
+        return self.path / UNCERTAINTY_PNG
+
+    def clear_fused(self) -> None:
+        """Remove what ensemble.py wrote (ensemble/, envis/, uncertainty.*): after parts changed it
+        would describe other parts."""
+        for folder in (self.ensemble_dir, self.envis_dir):
+            if folder.is_dir():
+                shutil.rmtree(folder)
+        for path in (self.uncertainty_json, self.uncertainty_png):
+            path.unlink(missing_ok=True)
+
+    def is_fused(self, stems: Iterable[str]) -> bool:
+        """Propagation finished, the ensemble holds a trimap for each of ``stems`` and the
+        uncertainty is written."""
+        return (
+            self.is_finished()
+            and self.uncertainty_json.exists()
+            and all(self.ensemble_png(stem).exists() for stem in stems)
+        )
+
     def ensemble_png(self, stem: str) -> Path:
         return self.ensemble_dir / f"{stem}{TRIMAP_SUFFIX}"
 
@@ -150,10 +221,6 @@ class ResultFolder:
     def ensemble_stems(self) -> list[str]:
         """Stems of the fused trimaps present, sorted."""
         return stems_with(self.ensemble_dir, TRIMAP_SUFFIX)
-
-    def is_fused(self, stems: Iterable[str]) -> bool:
-        """Propagation finished and the ensemble holds a trimap for each of ``stems``."""
-        return self.is_finished() and all(self.ensemble_png(stem).exists() for stem in stems)
 
 
 def select_results(predroot: Path, names: Iterable[str] = ()) -> list[ResultFolder]:

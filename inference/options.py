@@ -27,6 +27,9 @@ class PropagationOptions:
     n_threads: background threads for reading frames and writing PNGs (0: inline).
     precision: fp32, bf16 or fp16 (autocast).
     naive / fast: the computation path (see inference.driver.configure_model).
+    compile: torch.compile the encoders and the decoder (once per run; shapes are fixed per clip).
+    recompute: compute every part, even those an earlier run into the same folder finished with
+        the same inputs (by default those are reused).
     """
 
     mem_every: int = 5
@@ -35,6 +38,8 @@ class PropagationOptions:
     precision: str = "fp32"
     naive: bool = False
     fast: bool = False
+    compile: bool = False
+    recompute: bool = False
 
     def __post_init__(self) -> None:
         if self.mem_every < 0:
@@ -47,15 +52,15 @@ class PropagationOptions:
             raise UserError(f"--n_threads {self.n_threads}: must be >= 0")
         if self.precision not in PRECISIONS:
             raise UserError(f"--precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
-        if self.naive and self.fast:
-            raise UserError("--naive and --fast exclude each other; pick one")
+        if self.naive and (self.fast or self.compile):
+            raise UserError("--naive is the published computation as it was: it takes neither --fast nor --compile")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> PropagationOptions:
         """The options from the flags of :func:`add_propagation_arguments`."""
         return cls(
             mem_every=args.mem_every, max_memory=args.max_memory, n_threads=args.n_threads,
-            precision=args.precision, naive=args.naive, fast=args.fast,
+            precision=args.precision, naive=args.naive, fast=args.fast, compile=args.compile, recompute=args.recompute,
         )  # fmt: skip
 
     def keep_every(self, num_frames: int) -> int:
@@ -78,13 +83,21 @@ def add_propagation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max_memory", type=int, default=None, help="at most M non-keyframe entries in memory")
     parser.add_argument("--n_threads", type=int, default=1, help="background threads reading frames / writing PNGs")
     parser.add_argument(
+        "--recompute", action="store_true", help="compute every part; by default a rerun into the same --save "
+        "reuses the parts whose inputs (frames, keyframe trimaps, weights, options) did not change",
+    )  # fmt: skip
+    parser.add_argument(
         "--precision", choices=tuple(PRECISIONS), default="fp32", help="fp32 (default, matches the published numbers), "
         "bf16 or fp16 (autocast: faster on GPUs and on CPUs with AMX/AVX512-BF16)",
     )  # fmt: skip
     path = parser.add_mutually_exclusive_group()
     path.add_argument(
-        "--fast", action="store_true", help="channels_last tensors and decoder skips shared by both objects: "
-        "less work, results move slightly from the published numbers (see README)",
+        "--fast", action="store_true", help="batch norm folded into the convolutions, channels_last tensors and "
+        "decoder skips shared by both objects: less work, results move slightly from the published numbers",
+    )  # fmt: skip
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile the encoders and the decoder (compiles once per run, "
+        "a minute or more; pays on long clips, see README)",
     )  # fmt: skip
     path.add_argument(
         "--naive", action="store_true", help="the published computation as it was (affinity always "

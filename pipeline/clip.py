@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -32,12 +32,20 @@ def open_clip(cfg: CfgNode) -> Clip:
 
 @dataclass
 class ClipRun:
-    """What :func:`run_clip` did: the checkpoint it propagated with, the result folder, seconds."""
+    """What :func:`run_clip` did: the checkpoint it propagated with, the result folder, the parts
+    it reused and computed, whether it fused, seconds."""
 
     checkpoint: Path
     result: ResultFolder
+    reused: list[int] = field(default_factory=list)
+    computed: list[int] = field(default_factory=list)
+    fused: bool = False
     finetune_s: float = 0.0
     propagate_s: float = 0.0
+
+    @property
+    def did_nothing(self) -> bool:
+        return not self.computed and not self.fused and self.finetune_s == 0.0
 
 
 @dataclass
@@ -60,7 +68,8 @@ def run_clip(
     world: World = SINGLE,
 ) -> ClipRun:
     """Finetune on the keyframes (when ``finetuning`` is given), propagate with the result (or
-    with ``checkpoint``) into ``save``, and fuse the parts (``fuse``; rank 0 only).
+    with ``checkpoint``) into ``save``, and fuse the parts (``fuse``; rank 0 only). A rerun
+    reuses the parts whose inputs did not change and fuses only when the parts changed.
 
     Exactly one of ``checkpoint`` and ``finetuning`` is given.
     """
@@ -73,7 +82,11 @@ def run_clip(
         finetune_s = time.perf_counter() - start
     start = time.perf_counter()
     model = load_model(checkpoint, options, device)
-    result = propagate_clip(model, clip, save, options, device, world)
-    if fuse and world.is_main:
+    propagation = propagate_clip(model, clip, save, options, device, world)
+    result = propagation.result
+    fused = fuse and world.is_main and not result.is_fused(clip.stems)
+    if fused:  # only when the parts changed or the last fusing did not finish
         ensemble_folders([result], clip.path.parent)
-    return ClipRun(Path(checkpoint), result, finetune_s, time.perf_counter() - start)
+    run = ClipRun(Path(checkpoint), result, propagation.reused, propagation.computed, fused, finetune_s)
+    run.propagate_s = time.perf_counter() - start
+    return run

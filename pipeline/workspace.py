@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from config import load_config
-from dataset.clip import FRAME_SUFFIX, TRIMAP_SUFFIX, stems_with
+from dataset.clip import FRAME_SUFFIX, stems_with
 from evaluation.folders import evaluate_folders
-from inference.layout import ResultFolder
 from inference.options import PropagationOptions
+from inference.uncertainty import read_uncertainty
 from pipeline.clip import Finetuning, open_clip, run_clip
-from training.loop import checkpoint_path, run_dir_for
+from pipeline.finetuning import plan_finetuning, write_record
 from utils.distributed import World
 from utils.errors import UserError
 from utils.io import atomic_write_text, ensure_writable_dir
@@ -34,6 +34,8 @@ class WorkspaceJob:
     checkpoint: Path | None = None
     gt_root: Path | None = None
     gt_width: int = 10
+    refine_steps: int = 0
+    keep_finetuned: bool = False
 
 
 @dataclass
@@ -46,6 +48,8 @@ class ClipOutcome:
     finetune_s: float = 0.0
     propagate_s: float = 0.0
     miou: float | None = None
+    parts: str = ""
+    suggested: list[str] = field(default_factory=list)
 
 
 def find_clips(workspace: Path) -> list[Path]:
@@ -61,48 +65,52 @@ def find_clips(workspace: Path) -> list[Path]:
 
 
 def process_clip(clip_dir: Path, job: WorkspaceJob, world: World, device: torch.device) -> ClipOutcome:
-    """Finetune (unless the job has a checkpoint or the finetuning is done), propagate and fuse
-    one clip; skipped when its ensemble is complete. Scored when the job has ground truth."""
-    stems = stems_with(clip_dir, FRAME_SUFFIX)
-    outcome = ClipOutcome(clip_dir.name, len(stems), world.rank, "done")
-    result = ResultFolder.of(job.save, clip_dir.name, job.options.mem_every)
-    if result.is_fused(stems):
-        outcome.status, outcome.detail = "skipped", "already complete"
-    else:
-        configs = ensure_writable_dir(job.save / "configs", "--save")
-        cfg_path = configs / f"{clip_dir.name}.yaml"
-        where = ["DATASET.PATH", str(clip_dir.resolve()), "SYSTEM.OUTDIR", str(job.save / "train_log")]
-        overrides = [*job.overrides, *where]
-        cfg = load_config(job.cfg_path, overrides)
-        atomic_write_text(cfg_path, cfg.dump())
-        clip = open_clip(cfg)
-        checkpoint, finetuning = job.checkpoint, None
+    """Finetune (unless the job has a checkpoint or an unchanged finetuning exists), propagate
+    and fuse one clip, redoing only what changed since the last run. Scored when the job has
+    ground truth; the suggested frames to annotate next are read back from the result."""
+    configs = ensure_writable_dir(job.save / "configs", "--save")
+    cfg_path = configs / f"{clip_dir.name}.yaml"
+    where = ["DATASET.PATH", str(clip_dir.resolve()), "SYSTEM.OUTDIR", str(job.save / "train_log")]
+    cfg = load_config(job.cfg_path, [*job.overrides, *where])
+    atomic_write_text(cfg_path, cfg.dump())
+    clip = open_clip(cfg)
+    outcome = ClipOutcome(clip_dir.name, len(clip), world.rank, "done")
+    checkpoint, finetuning, plan = job.checkpoint, None, None
+    if checkpoint is None:
+        plan = plan_finetuning(cfg, cfg_path, clip, job.refine_steps, job.keep_finetuned)
+        log.info("%s: %s", clip.name, plan.detail)
+        checkpoint = plan.checkpoint
         if checkpoint is None:
-            finished = checkpoint_path(run_dir_for(cfg, cfg_path), cfg.TRAIN.TOTAL_STEPS)
-            if finished.exists():
-                log.info("%s: finetuning already done (%s)", clip_dir.name, finished)
-                checkpoint = finished
-            else:
-                finetuning = Finetuning(cfg, cfg_path)  # one clip per rank: no DDP here
-        run = run_clip(clip, job.save, job.options, device, checkpoint=checkpoint, finetuning=finetuning)
-        outcome.finetune_s, outcome.propagate_s = run.finetune_s, run.propagate_s
+            finetuning = Finetuning(plan.cfg, plan.cfg_path)  # one clip per rank: no DDP here
+    run = run_clip(clip, job.save, job.options, device, checkpoint=checkpoint, finetuning=finetuning)
+    if finetuning is not None:
+        write_record(cfg, cfg_path, plan.inputs, run.checkpoint)
+    outcome.finetune_s, outcome.propagate_s = run.finetune_s, run.propagate_s
+    outcome.parts = f"{len(run.computed)} new / {len(run.reused) + len(run.computed)}"
+    if run.did_nothing:
+        outcome.status, outcome.detail = "skipped", "nothing changed"
+    elif plan is not None and finetuning is not None:
+        outcome.detail = plan.detail
+    if run.result.uncertainty_json.exists():
+        outcome.suggested = read_uncertainty(run.result).get("suggested", [])
     if job.gt_root is not None:
         scores = evaluate_folders(
-            result.ensemble_dir, job.gt_root / clip_dir.name, width=job.gt_width,
-            skip=set(stems_with(clip_dir, TRIMAP_SUFFIX)),
+            run.result.ensemble_dir, job.gt_root / clip_dir.name, width=job.gt_width,
+            skip={clip.stems[k] for k in clip.keyframe_indices},
         )  # fmt: skip
         outcome.miou = scores.miou
     return outcome
 
 
 def summary_table(outcomes: list[ClipOutcome]) -> str:
-    lines = [
-        f"{'clip':<24}{'frames':>7}{'rank':>5}  {'status':<8}{'finetune s':>11}{'propagate s':>12}{'mIoU':>7}  detail"
-    ]
+    """The table run_workspace.py prints, then each clip's frames to annotate next."""
+    head = f"{'clip':<20}{'frames':>7}{'rank':>5}  {'status':<8}{'finetune s':>11}{'propagate s':>12}{'parts':>12}"
+    lines = [f"{head}{'mIoU':>7}  detail"]
     for o in outcomes:
         miou = f"{o.miou:.3f}" if o.miou is not None else "-"
         lines.append(
-            f"{o.clip:<24}{o.frames:>7}{o.rank:>5}  {o.status:<8}{o.finetune_s:>11.1f}{o.propagate_s:>12.1f}"
-            f"{miou:>7}  {o.detail}"
+            f"{o.clip:<20}{o.frames:>7}{o.rank:>5}  {o.status:<8}{o.finetune_s:>11.1f}{o.propagate_s:>12.1f}"
+            f"{o.parts:>12}{miou:>7}  {o.detail}"
         )
-    return "\n".join(lines)
+    suggestions = [f"{o.clip}: annotate next: {', '.join(o.suggested)}" for o in outcomes if o.suggested]
+    return "\n".join(lines + (["", *suggestions] if suggestions else []))

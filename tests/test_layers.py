@@ -18,6 +18,8 @@ ALLOWED = {
     "training": {"utils", "model", "dataset"},
     "evaluation": {"utils", "model", "dataset"},
     "pipeline": {"utils", "model", "dataset", "inference", "training", "evaluation", "config"},
+    "matting": {"utils", "model", "dataset", "inference"},
+    "webapp": {"utils", "model", "dataset", "inference", "training", "evaluation", "matting", "pipeline", "config"},
 }
 PROJECT = set(ALLOWED) | {"config"} | {p.stem for p in REPO.glob("*.py")}
 

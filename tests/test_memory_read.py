@@ -27,10 +27,9 @@ def result_pngs(result) -> dict[str, np.ndarray]:
 
 
 def propagate_with_budget(parity_model, clip, save, read_budget: int, options: PropagationOptions):
-    model = copy.deepcopy(parity_model)
-    configure_model(model, options, CPU)  # the default path: chunked read, shared skips
+    model = configure_model(copy.deepcopy(parity_model), options, CPU)  # the default path: chunked read
     model.read_budget = read_budget
-    return result_pngs(propagate_clip(model, clip, save, options, CPU))
+    return result_pngs(propagate_clip(model, clip, save, options, CPU).result)
 
 
 @pytest.fixture

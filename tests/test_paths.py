@@ -55,7 +55,7 @@ def tiny_clip(tmp_path_factory):
 
 def propagate(model: STM, clip, save, **options) -> dict[str, bytes]:
     opts = PropagationOptions(mem_every=1, **options)
-    result = propagate_clip(configure_model(copy.deepcopy(model), opts, CPU), clip, save, opts, CPU)
+    result = propagate_clip(configure_model(copy.deepcopy(model), opts, CPU), clip, save, opts, CPU).result
     return {p.relative_to(result.path).as_posix(): p.read_bytes() for p in sorted(result.path.glob("part*/*.png"))}
 
 

@@ -94,7 +94,7 @@ def test_mem_every_zero_is_derived_from_max_memory():
         ({"max_memory": 0}, "--max_memory 0: must be >= 1"),
         ({"n_threads": -1}, "--n_threads -1"),
         ({"precision": "fp8"}, "--precision 'fp8'"),
-        ({"naive": True, "fast": True}, "exclude each other"),
+        ({"naive": True, "fast": True}, "takes neither --fast nor --compile"),
     ],
 )
 def test_propagation_options_are_checked_where_they_are_made(kwargs, message):

@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Make keyframe trimaps from binary masks or alpha mattes, and check hand-drawn ones.
+
+usage:
+  trimap.py from-mask INPUT --out OUTPUT [--width W | --fg-width W --bg-width W] [--threshold T]
+  trimap.py from-alpha INPUT --out OUTPUT [--width W]
+  trimap.py check INPUT [--out OUTPUT | --in_place]
+
+INPUT and OUTPUT are both files or both folders; in a folder every image is converted and named
+<stem>_trimap.png (a _mask, _alpha, _matte or _trimap suffix of the input is dropped), ready to go
+next to <stem>_rgb.png in a clip folder. Nothing is overwritten without --overwrite; check
+replaces originals only with --in_place, keeping each as <stem>_trimap.orig.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dataset import trimap_tools
+from utils.errors import UserError, run_cli
+from utils.logs import setup_logging
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
+    commands = parser.add_subparsers(dest="command", required=True)
+    mask = commands.add_parser("from-mask", help="binary masks (0/255, 0/1 or grey) -> trimaps")
+    mask.add_argument("input", help="a mask file or a folder of masks")
+    mask.add_argument("--out", required=True, help="the trimap file, or a folder for <stem>_trimap.png")
+    mask.add_argument("--width", type=int, default=10, help="unknown band: pixels on each side of the edge")
+    mask.add_argument(
+        "--fg-width", dest="fg_width", type=int, default=None, help="band inside the mask (default --width)"
+    )
+    mask.add_argument("--bg-width", dest="bg_width", type=int, default=None, help="band outside (default --width)")
+    mask.add_argument("--threshold", type=float, default=None,
+                      help="grey masks: foreground above this (0-255; default 127, or 0 for 0/1 masks)")  # fmt: skip
+    alpha = commands.add_parser("from-alpha", help="alpha mattes -> trimaps (unknown where 0 < alpha < 1)")
+    alpha.add_argument("input", help="an alpha matte or a folder of them (8- or 16-bit)")
+    alpha.add_argument("--out", required=True, help="the trimap file, or a folder for <stem>_trimap.png")
+    alpha.add_argument("--width", type=int, default=10, help="widen the band: elliptical kernel this many px across")
+    check = commands.add_parser("check", help="report on hand-drawn trimaps; write cleaned 0/128/255 copies")
+    check.add_argument("input", help="a trimap or a folder of trimaps")
+    check.add_argument("--out", default=None, help="where the cleaned copies go (file or folder)")
+    check.add_argument("--in_place", action="store_true", help="replace the originals (each kept once as .orig.png)")
+    for sub in (mask, alpha, check):
+        sub.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+        sub.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    setup_logging()
+    source = Path(args.input)
+    if args.command == "from-mask":
+        fg = args.width if args.fg_width is None else args.fg_width
+        bg = args.width if args.bg_width is None else args.bg_width
+        if min(fg, bg) < 0:
+            raise UserError("--width, --fg-width and --bg-width must be >= 0")
+        if args.threshold is not None and not 0 <= args.threshold < 255:
+            raise UserError(f"--threshold {args.threshold}: give a grey level from 0 to 254")
+        threshold = None if args.threshold is None else args.threshold / 255
+        trimap_tools.from_mask(source, Path(args.out), fg, bg, threshold, args.overwrite)
+    elif args.command == "from-alpha":
+        if args.width < 0:
+            raise UserError(f"--width {args.width}: must be >= 0")
+        trimap_tools.from_alpha(source, Path(args.out), args.width, args.overwrite)
+    else:
+        out = Path(args.out) if args.out else None
+        reports = trimap_tools.check(source, out, args.in_place, args.overwrite)
+        if out is None and not args.in_place:
+            print(f"{len(reports)} trimap(s) checked; write cleaned copies with --out (or --in_place)")
+
+
+if __name__ == "__main__":
+    run_cli(main)
