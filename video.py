@@ -4,11 +4,13 @@
 usage:
   video.py extract VIDEO --out WORKSPACE/CLIP [--every N] [--max_edge PX] [--start F] [--count C]
   video.py overlay --result RESULTS/CLIP_memN --dataroot WORKSPACE [--out overlay.mp4] [--fps 25]
+  video.py encode --frames RESULTS/CLIP_memN/matte --out composite.mp4 [--suffix _comp.png] [--fps 25]
 
 extract writes <index>_rgb.png frames (every Nth frame, optionally resized so that the longer
 edge is at most PX) into a new clip folder; draw trimaps for a few of them as
 <index>_trimap.png. overlay writes the ensembled trimaps over their frames as a video
-(background darkened, unknown band orange).
+(background darkened, unknown band orange). encode makes a video of a PNG sequence, such as the
+composites of matte.py --background.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataset.clip import FRAME_SUFFIX, TRIMAP_SUFFIX, read_image, stems_with
 from evaluation.folders import read_labels
 from evaluation.pictures import trimap_overlay, write_video
 from inference.layout import ResultFolder
+from matting.sequence import COMPOSITE_SUFFIX
 from utils.errors import UserError, run_cli
 from utils.io import atomic_write_png
 from utils.logs import progress, setup_logging
@@ -49,6 +52,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     overlay.add_argument("--out", default=None, help="video path (.mp4 or .avi); default <result>/overlay.mp4")
     overlay.add_argument("--fps", type=float, default=25.0)
     overlay.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    encode = commands.add_parser("encode", help="a PNG sequence (e.g. matte.py's composites) -> video")
+    encode.add_argument("--frames", required=True, help="folder of <stem><suffix> images, in stem order")
+    encode.add_argument("--suffix", default=COMPOSITE_SUFFIX, help=f"which images (default {COMPOSITE_SUFFIX})")
+    encode.add_argument("--out", required=True, help="video path (.mp4 or .avi)")
+    encode.add_argument("--fps", type=float, default=25.0)
+    encode.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -133,13 +142,34 @@ def overlay(args: argparse.Namespace) -> None:
     log.info("%d frames -> %s", count, out)
 
 
+def over_black(image: np.ndarray) -> np.ndarray:
+    """An 8-bit image as BGR; with an alpha channel, composited over black."""
+    if image.dtype == np.uint16:
+        image = (image // 257).astype(np.uint8)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        alpha = image[..., 3:].astype(np.float32) / 255.0
+        return np.round(image[..., :3].astype(np.float32) * alpha).astype(np.uint8)
+    return image
+
+
+def encode(args: argparse.Namespace) -> None:
+    """A video of a PNG sequence. Transparent images (the RGBA foregrounds) go over black; the PNG
+    sequence itself stays the lossless result."""
+    folder = Path(args.frames)
+    stems = stems_with(folder, args.suffix)
+    if not stems:
+        raise UserError(f"{folder} holds no <stem>{args.suffix} images")
+    images = (over_black(read_image(folder / f"{s}{args.suffix}")) for s in stems)
+    count = write_video(Path(args.out), images, args.fps, total=len(stems))
+    log.info("%d frames -> %s", count, args.out)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     setup_logging()
-    if args.command == "extract":
-        extract(args)
-    else:
-        overlay(args)
+    {"extract": extract, "overlay": overlay, "encode": encode}[args.command](args)
 
 
 if __name__ == "__main__":

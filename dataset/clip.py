@@ -167,6 +167,14 @@ def read_image(path: Path, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
     return image
 
 
+def read_alpha(path: Path) -> np.ndarray:
+    """An alpha matte (8- or 16-bit grey PNG; RGBA: its alpha channel) as float64 in [0, 1]."""
+    image = read_image(path, cv2.IMREAD_UNCHANGED)
+    if image.ndim == 3:
+        image = image[..., -1] if image.shape[2] == 4 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    return image.astype(np.float64) / (65535.0 if image.dtype == np.uint16 else 255.0)
+
+
 def read_frame(path: Path) -> np.ndarray:
     """A frame as H x W x 3 uint8 in RGB order.
 

@@ -1,4 +1,4 @@
-"""Reading predicted and ground-truth trimaps for evaluation."""
+"""Scoring folders of predicted trimaps or alpha mattes against ground truth."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dataset.clip import ALPHA_SUFFIX, TRIMAP_SUFFIX, read_image, stems_with
-from dataset.trimap import alpha_to_trimap, decode_trimap
+from dataset.clip import ALPHA_SUFFIX, FRAME_SUFFIX, TRIMAP_SUFFIX, read_alpha, read_image, stems_with
+from dataset.trimap import UNKNOWN, alpha_to_trimap, decode_trimap
+from evaluation.alpha import AlphaScores, score_alphas
 from evaluation.metrics import TrimapScores, score_sequence
 from utils.errors import UserError
 
@@ -33,6 +34,13 @@ def detect_gt_kind(gt_dir: Path, kind: str) -> str:
     if stems_with(gt_dir, ALPHA_SUFFIX):
         return "alpha"
     raise UserError(f"--gt {gt_dir} holds neither <stem>{TRIMAP_SUFFIX} nor <stem>{ALPHA_SUFFIX} files")
+
+
+def clip_positions(predicted: list[str], gt_dir: Path) -> dict[str, int]:
+    """Each frame's index in the clip, from every stem the prediction or the ground truth knows of:
+    frames left out of the prediction still count, so neighbours are told from gaps."""
+    known = set(predicted) | set(stems_with(gt_dir, TRIMAP_SUFFIX)) | set(stems_with(gt_dir, ALPHA_SUFFIX))
+    return {stem: i for i, stem in enumerate(sorted(known))}
 
 
 def evaluate_folders(
@@ -67,5 +75,45 @@ def evaluate_folders(
             )
         preds.append(pred)
         truths.append(truth)
-    position = {stem: i for i, stem in enumerate(every)}
+    position = clip_positions(every, gt_dir)
     return score_sequence(preds, truths, stems, [position[s] for s in stems])
+
+
+def evaluate_alpha_folders(
+    pred_dir: Path, gt_dir: Path, width: int = 10, skip: set[str] | None = None, frames_dir: Path | None = None
+) -> AlphaScores:
+    """Score ``pred_dir/<stem>_alpha.png`` against ``gt_dir/<stem>_alpha.png`` (alpha metrics,
+    see evaluation.alpha), inside the true unknown band (0 < alpha < 1 widened with a ``width``
+    px elliptical kernel) and overall. ``frames_dir`` (the clip's ``<stem>_rgb.png``) gives the
+    optical flow for MESSDdt; frames in ``skip`` are left out."""
+    for folder, flag in ((pred_dir, "--pred"), (gt_dir, "--gt")):
+        if not folder.is_dir():
+            raise UserError(f"{flag} {folder} is not a folder")
+    every = stems_with(pred_dir, ALPHA_SUFFIX)
+    stems = [s for s in every if s not in (skip or set())]
+    if not stems:
+        raise UserError(f"--pred {pred_dir} has no <stem>{ALPHA_SUFFIX} files to evaluate (other than skipped ones)")
+    missing = [s for s in stems if not (gt_dir / f"{s}{ALPHA_SUFFIX}").exists()]
+    if missing:
+        raise UserError(
+            f"{gt_dir / (missing[0] + ALPHA_SUFFIX)} is missing ({len(missing)} frames without ground truth)"
+        )
+    if frames_dir is not None:
+        absent = [s for s in stems if not (frames_dir / f"{s}{FRAME_SUFFIX}").exists()]
+        if absent:
+            raise UserError(f"{frames_dir / (absent[0] + FRAME_SUFFIX)} is missing (--frames)")
+    alphas, truths, regions, frames = [], [], [], []
+    for stem in stems:
+        alpha, truth = read_alpha(pred_dir / f"{stem}{ALPHA_SUFFIX}"), read_alpha(gt_dir / f"{stem}{ALPHA_SUFFIX}")
+        if alpha.shape != truth.shape:
+            raise UserError(
+                f"{pred_dir / (stem + ALPHA_SUFFIX)} is {alpha.shape[1]}x{alpha.shape[0]} but its ground truth is "
+                f"{truth.shape[1]}x{truth.shape[0]}"
+            )
+        alphas.append(alpha)
+        truths.append(truth)
+        regions.append(decode_trimap(alpha_to_trimap(truth, width)) == UNKNOWN)
+        if frames_dir is not None:
+            frames.append(read_image(frames_dir / f"{stem}{FRAME_SUFFIX}", cv2.IMREAD_COLOR))
+    position = clip_positions(every, gt_dir)
+    return score_alphas(alphas, truths, regions, stems, [position[s] for s in stems], frames or None)

@@ -54,12 +54,17 @@ def contact_sheet(
     names: Sequence[str],
     keyframes: set[str] = frozenset(),
     max_width: int = 320,
+    extras: Sequence[tuple[str, Sequence[np.ndarray]]] = (),
 ) -> np.ndarray:
-    """One row per frame: frame | ground truth | prediction | errors (red), captioned."""
+    """One row per frame: frame | ground truth | prediction | errors (red) | the ``extras``
+    (caption, a BGR or grey image per frame: e.g. the alpha matte and a composite), captioned."""
     rows = []
-    for frame, truth, pred, name in zip(frames_bgr, truths, preds, names):
+    for i, (frame, truth, pred, name) in enumerate(zip(frames_bgr, truths, preds, names)):
         scale = min(1.0, max_width / frame.shape[1])
         tiles = [frame, label_image(truth), label_image(pred), error_image(frame, pred, truth)]
+        tiles += [
+            cv2.cvtColor(images[i], cv2.COLOR_GRAY2BGR) if images[i].ndim == 2 else images[i] for _, images in extras
+        ]
         if scale < 1.0:
             size = (round(frame.shape[1] * scale), round(frame.shape[0] * scale))
             tiles = [cv2.resize(t, size, interpolation=cv2.INTER_AREA) for t in tiles]
@@ -70,6 +75,7 @@ def contact_sheet(
             "ground truth",
             "prediction",
             f"errors {wrong:.1%}",
+            *(caption for caption, _ in extras),
         ]
         colour = KEYFRAME_COLOUR if is_key else (255, 255, 255)
         captioned = [_caption(t, c, colour) for t, c in zip(tiles, captions)]

@@ -22,12 +22,24 @@ def demo(tmp_path_factory):
 
 def test_the_finetuned_network_beats_both_baselines(demo):
     out, run = demo
-    scores = json.loads((out / "metrics.json").read_text())
+    scores = json.loads((out / "metrics.json").read_text())["trimap"]
     assert set(scores) >= {"untrained network", "copy nearest keyframe", "finetuned network"}
     finetuned = scores["finetuned network"]["miou"]
     assert finetuned > scores["untrained network"]["miou"] + 0.2
     assert finetuned > scores["copy nearest keyframe"]["miou"] + 0.1
     assert "NOT better" not in run.stderr
+
+
+def test_the_demo_ends_with_mattes_and_composites(demo):
+    out, run = demo
+    alpha = json.loads((out / "metrics.json").read_text())["alpha"]
+    assert set(alpha) == {"ground-truth trimaps", "copy nearest keyframe", "finetuned network"}
+    band = {name: scores["unknown"]["mSAD"] for name, scores in alpha.items()}
+    # better trimaps give better mattes: ground truth first, the propagated ones before the copies
+    assert band["ground-truth trimaps"] < band["finetuned network"] < band["copy nearest keyframe"]
+    assert "scaling:" in run.stdout and alpha["finetuned network"]["scaling"]["mSAD"].startswith("mean |a - g| x 1e3")
+    matte = out / "results" / "sample_mem5" / "matte"
+    assert len(list(matte.glob("*_comp.png"))) == len(list(matte.glob("*_fg.png"))) == 16
 
 
 def test_the_demo_writes_its_pictures(demo):
