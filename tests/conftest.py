@@ -57,3 +57,24 @@ def parity_model() -> STM:
     before = model_fingerprint(model)
     yield model
     assert model_fingerprint(model) == before, "a test changed the shared parity_model fixture"
+
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A browser test that fails leaves a screenshot in test-artifacts/ (CI keeps the folder)."""
+    outcome = yield
+    report = outcome.get_result()
+    driver = getattr(item, "browser", None)
+    if driver is not None and report.when == "call" and report.failed:
+        ARTIFACTS.mkdir(exist_ok=True)
+        name = item.nodeid.replace("/", "_").replace("::", "__")
+        try:
+            driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+            (ARTIFACTS / f"{name}.log.txt").write_text(
+                "\n".join(str(entry) for entry in driver.get_log("browser")) if hasattr(driver, "get_log") else ""
+            )
+        except Exception as exc:  # a broken browser must not hide the test's own failure
+            report.sections.append(("screenshot", f"could not take one: {exc}"))

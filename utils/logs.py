@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,6 +66,48 @@ def log_file(path: Path) -> Iterator[None]:
 
 
 OFF_TERMINAL_LINES = 10  # progress lines a whole loop may print into a log file
+PROGRESS_FILE_ENV = "TRIMAP_PROGRESS_FILE"  # set: every bar also reports to this file as JSON lines
+REPORT_INTERVAL = 0.5  # seconds between two reports of one bar
+
+
+class _ReportingBar(tqdm):
+    """A tqdm bar that also appends ``{"desc", "n", "total"}`` JSON lines to a file, for a
+    program watching the work (the web app): at most every REPORT_INTERVAL seconds, and at the end."""
+
+    def __init__(self, iterable=None, *, report_to: str, **kwargs) -> None:
+        self._report_to = report_to
+        self._reported = 0.0
+        super().__init__(iterable, **kwargs)
+        self._report(force=True)
+
+    def __iter__(self):
+        for item in self.iterable:
+            yield item
+            self.update(1)
+        self.close()
+
+    def update(self, n: float = 1) -> bool | None:
+        shown = super().update(n)
+        self._report()
+        return shown
+
+    def close(self) -> None:
+        if not getattr(self, "_closed_report", False):
+            self._closed_report = True
+            self._report(force=True)
+        super().close()
+
+    def _report(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._reported < REPORT_INTERVAL:
+            return
+        self._reported = now
+        line = json.dumps({"desc": self.desc, "n": self.n, "total": self.total})
+        try:
+            with open(self._report_to, "a") as handle:
+                handle.write(line + "\n")
+        except OSError:
+            pass  # the watcher's file is gone: the work goes on
 
 
 def progress(iterable=None, **kwargs) -> tqdm:
@@ -83,4 +127,7 @@ def progress(iterable=None, **kwargs) -> tqdm:
             kwargs.setdefault("mininterval", 10.0)
         else:
             kwargs.setdefault("mininterval", 60.0)
+    report_to = os.environ.get(PROGRESS_FILE_ENV)
+    if report_to and not kwargs.get("disable"):
+        return _ReportingBar(iterable, report_to=report_to, **kwargs)
     return tqdm(iterable, **kwargs)

@@ -1,0 +1,1 @@
+"""The local web app: paint keyframe trimaps, propagate, review, correct (app.py)."""
