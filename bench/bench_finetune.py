@@ -6,9 +6,10 @@ usage: python bench/bench_finetune.py [--size 576x704] [--crop 512x512] [--steps
 Trains on a generated clip's keyframe with the published step (frozen batch norm, Adam), from
 the demo's random start: the same work per step as with the released weights. Variants:
 fp32 (TRAIN.PRECISION fp32), channels_last (TRAIN.CHANNELS_LAST), bf16 and fp16
-(TRAIN.PRECISION). Variants alternate within each round; the median over rounds is reported,
-after one warm-up step per variant, with the peak resident memory of the process. Run it alone
-on the machine.
+(TRAIN.PRECISION), compiled (torch.compile of the training step; its first step compiles).
+Variants alternate within each round; the median over rounds is reported, after one warm-up step
+per variant (its seconds are printed too), with the peak resident memory of the process. Run it
+alone on the machine.
 """
 
 from __future__ import annotations
@@ -38,11 +39,12 @@ from training.step import TrainingStep
 from utils.device import prepare_device, resolve_device
 from utils.precision import autocast_for, cpu_has_fast_bf16
 
-VARIANTS = {  # name -> (precision, channels_last)
-    "fp32": ("fp32", False),
-    "channels_last": ("fp32", True),
-    "bf16": ("bf16", False),
-    "fp16": ("fp16", False),
+VARIANTS = {  # name -> (precision, channels_last, torch.compile)
+    "fp32": ("fp32", False, False),
+    "channels_last": ("fp32", True, False),
+    "bf16": ("bf16", False, False),
+    "fp16": ("fp16", False, False),
+    "compiled": ("fp32", False, True),
 }
 
 
@@ -86,12 +88,13 @@ def main() -> None:
     trainable_random_init(start)
     setups = {}
     for name in names:
-        precision, channels_last = VARIANTS[name]
+        precision, channels_last, compiled = VARIANTS[name]
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         model = copy.deepcopy(start).to(device, memory_format=memory_format).eval()
         optimizer = make_optimizer("adam", select_parameters(model, False), 1e-5, 1e-4)
         weights = torch.tensor([1.0, 1.0, 1.0], device=device)
-        setups[name] = (TrainingStep(model, weights, memory_format, autocast_for(precision, device)), optimizer)
+        step = TrainingStep(model, weights, memory_format, autocast_for(precision, device))
+        setups[name] = (torch.compile(step) if compiled else step, optimizer)
 
     def one_step(name: str, batch: dict) -> float:
         step_module, optimizer = setups[name]
@@ -106,8 +109,10 @@ def main() -> None:
         return time.perf_counter() - began
 
     times = {name: [] for name in names}
+    warmup = {}
     for name in names:
-        one_step(name, batches[0])  # warm-up: allocations, oneDNN primitive caches
+        warmup[name] = one_step(name, batches[0])  # allocations, oneDNN caches; compiling
+        print(f"# first step {name}: {warmup[name]:.1f} s", flush=True)
     for round_ in range(args.steps):
         for name in names:
             times[name].append(one_step(name, batches[round_ + 1]))
@@ -120,11 +125,11 @@ def main() -> None:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     print(f"\n{where}, native bf16: {cpu_has_fast_bf16() if device.type == 'cpu' else 'n/a'}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads; crops {crop_h}x{crop_w}")  # fmt: skip
-    print(f"{'variant':<15}{'s/step':>8}{'x ' + names[0]:>16}")
+    print(f"{'variant':<15}{'s/step':>8}{'x ' + names[0]:>16}{'first step s':>14}")
     base = statistics.median(times[names[0]])
     for name in names:
         median = statistics.median(times[name])
-        print(f"{name:<15}{median:>8.2f}{base / median:>16.2f}")
+        print(f"{name:<15}{median:>8.2f}{base / median:>16.2f}{warmup[name]:>14.1f}")
     print(f"peak memory of the process: {peak / 2**20:.0f} MiB")
     for name in names:
         seconds = statistics.median(times[name])

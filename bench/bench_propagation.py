@@ -1,13 +1,21 @@
 #!/usr/bin/env python3
-"""Speed, memory and agreement of the propagation paths against the naive (published) path.
+"""Speed, memory and agreement of the propagation paths against the naive (published) path, as a
+share of what the machine can do.
 
 usage:
   python bench/bench_propagation.py [--size 480x864] [--frames 6] [--runs 3] [--paths ...]
   python bench/bench_propagation.py --mode memory [--size 480x864] [--steps 2,8,32]
 
-clip mode: propagates a generated clip with each path, alternating paths within each of --runs
-rounds in one process, and prints a table plus one JSON line per path (frames/s is the median
-over runs; agreement is against the naive fp32 path on the same clip).
+clip mode: propagates a generated clip with each path, alternating paths within each round in one
+process: a warm-up round (which also compiles the compiled paths; its extra seconds are reported),
+then --runs rounds whose medians are reported. Per path: frames/s; the FLOPs of propagating the
+clip counted by torch, over its frames (GFLOP per frame, keyframe included), and the GFLOP/s they
+make, as a share of the throughput of one step's convolutions run alone on this machine (same
+shapes, channels_last fp32); the label agreement and largest probability difference against the
+naive fp32 path on the same clip. --profile NAMES prints where one propagation of each spends its
+time (torch profiler, operators by self time, convolutions summed).
+It states the CPU (model, avx2 / avx512 / bf16 / AMX flags) or GPU. Peak memory here is the
+resident set sampled above the start (malloc may keep freed buffers; memory mode is exact).
 memory mode: the peak memory and time of one segment step against T memory frames ("read MiB":
 memory the step takes above what was held before it), and what the bank of T entries holds.
 Run it alone on the machine: other processes distort both time and memory.
@@ -16,6 +24,7 @@ Run it alone on the machine: other processes distort both time and memory.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import shutil
@@ -28,10 +37,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.memory import PeakMemory, ensure_malloc_settings
+from bench.roofline import conv_calls, conv_peak, cpu_info
 from dataset.clip import scan_clip
 from dataset.synthetic import make_synthetic_clip
 from inference.driver import configure_model, propagate_clip
@@ -43,13 +54,15 @@ from utils.device import prepare_device, resolve_device
 from utils.logs import setup_logging
 from utils.precision import autocast_for, cpu_has_fast_bf16
 
-# name -> (naive, fast, precision)
+# name -> the PropagationOptions of the path
 PATHS = {
-    "naive": (True, False, "fp32"),
-    "fp32": (False, False, "fp32"),
-    "fast-fp32": (False, True, "fp32"),
-    "fast-bf16": (False, True, "bf16"),
-    "fast-fp16": (False, True, "fp16"),
+    "naive": {"naive": True},
+    "fp32": {},
+    "fast-fp32": {"fast": True},
+    "fast-compiled": {"fast": True, "compile": True},
+    "fast-bf16": {"fast": True, "precision": "bf16"},
+    "fast-fp16": {"fast": True, "precision": "fp16"},
+    "compiled-bf16": {"fast": True, "compile": True, "precision": "bf16"},
 }
 
 
@@ -65,15 +78,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--load", default=None, help="checkpoint (default: the parity weights, built here)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", default=None, help="also append the JSON lines to this file")
+    parser.add_argument("--profile", default=None, help="clip mode: where these paths (comma list) spend time")
     return parser.parse_args()
 
 
 def default_paths(device: torch.device) -> list[str]:
     if device.type == "cuda":
         return list(PATHS)
-    paths = ["naive", "fp32", "fast-fp32"]
+    paths = ["naive", "fp32", "fast-fp32", "fast-compiled"]
     if cpu_has_fast_bf16():
-        paths.append("fast-bf16")
+        paths += ["fast-bf16", "compiled-bf16"]
     return paths
 
 
@@ -112,13 +126,13 @@ def clip_mode(args: argparse.Namespace, device: torch.device, height: int, width
     try:
         sample = make_synthetic_clip(work / "ws", "bench", args.frames, (height, width), keyframes=(0,), seed=2)
         clip = scan_clip(sample.folder)
-        models, options = {}, {}
-        for name in paths:
-            naive, fast, precision = PATHS[name]
-            options[name] = PropagationOptions(mem_every=args.mem_every, naive=naive, fast=fast, precision=precision)
-            models[name] = build_model(args, options[name], device)
+        options = {name: PropagationOptions(mem_every=args.mem_every, **PATHS[name]) for name in paths}
+        machine = limits(args, options, paths, device, height, width, clip, work)
+        models = {name: build_model(args, options[name], device) for name in paths}
         results = {name: PathResult([], [], {}) for name in paths}
-        for run in range(args.runs):
+        first = {}
+        # round 0 warms up (and compiles); the medians are over the --runs rounds after it
+        for run in range(args.runs + 1):
             for name in paths:
                 probs = results[name].probs
 
@@ -133,48 +147,125 @@ def clip_mode(args: argparse.Namespace, device: torch.device, height: int, width
                     if device.type == "cuda":
                         torch.cuda.synchronize(device)
                     seconds = time.perf_counter() - start
-                results[name].seconds.append(seconds)
-                results[name].peaks.append(peak.bytes)
-                print(
-                    f"# run {run + 1}/{args.runs} {name}: {seconds:.1f} s, peak {peak.bytes / 2**20:.0f} MiB",
-                    flush=True,
-                )
-        frames = args.frames
-        reference = results["naive"]
-        naive_fps = frames / statistics.median(reference.seconds)
-        rows = []
-        for name in paths:
-            result = results[name]
-            fps = frames / statistics.median(result.seconds)
-            agree, worst = [], 0.0
-            for key, probs in result.probs.items():
-                ref = reference.probs[key]
-                agree.append(float((probs.argmax(2) == ref.argmax(2)).mean()))
-                worst = max(worst, float(np.abs(probs - ref).max()))
-            record = {
-                "path": name,
-                "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
-                "size": f"{height}x{width}",
-                "frames": frames,
-                "frames_per_s": round(fps, 4),
-                "ratio_vs_naive": round(fps / naive_fps, 3),
-                "peak_memory_bytes": int(max(result.peaks)),
-                "label_agreement_vs_fp32": round(float(np.mean(agree)), 6),
-                "max_prob_diff_vs_fp32": round(worst, 6),
-            }
-            rows.append(record)
-        print(f"\n{'path':<11}{'frames/s':>10}{'x naive':>9}{'peak MiB':>10}{'agree':>10}{'max dP':>9}")
-        for r in rows:
-            print(
-                f"{r['path']:<11}{r['frames_per_s']:>10.3f}{r['ratio_vs_naive']:>9.2f}"
-                f"{r['peak_memory_bytes'] / 2**20:>10.0f}{r['label_agreement_vs_fp32']:>10.4%}"
-                f"{r['max_prob_diff_vs_fp32']:>9.4f}"
-            )
-        print()
+                if run == 0:
+                    first[name] = seconds
+                else:
+                    results[name].seconds.append(seconds)
+                    results[name].peaks.append(peak.bytes)
+                print(f"# round {run}/{args.runs}{' (warm-up)' if run == 0 else ''} {name}: {seconds:.1f} s, "
+                      f"peak {peak.bytes / 2**20:.0f} MiB", flush=True)  # fmt: skip
+        rows = summarise(args, device, height, width, paths, options, results, first, machine)
+        print_table(rows, machine)
         for r in rows:
             emit(r, args.json)
+        for name in args.profile.split(",") if args.profile else []:
+            profile(models[name], clip, options[name], device, work / "profile", name)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def clip_flops(model: STM, clip, options: PropagationOptions, device: torch.device, save: Path) -> int:
+    """FLOPs of propagating the whole clip (convolutions and matrix products, counted by torch)."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        propagate_clip(model, clip, save, options, device)
+    shutil.rmtree(save, ignore_errors=True)
+    return counter.get_total_flops()
+
+
+def limits(args, options, paths, device, height, width, clip, work) -> dict:
+    """The machine, each path's FLOPs per frame (the clip's FLOPs over its frames, keyframe
+    included), and the throughput of the step's convolutions run alone."""
+    torch.manual_seed(0)
+    frame = torch.randn(1, 3, height, width, device=device)
+    probs = torch.softmax(torch.randn(1, 3, height, width, device=device), dim=1)
+    machine = (
+        cpu_info() if device.type == "cpu" else {"gpu": torch.cuda.get_device_name(device), "torch": torch.__version__}
+    )
+    machine["flops_per_frame"] = {}
+    counted: dict[tuple, float] = {}
+    for name in paths:
+        eager = dataclasses.replace(options[name], compile=False)  # FLOPs are counted on the eager twin
+        key = (eager.naive, eager.fast, eager.precision)
+        if key not in counted:
+            model = build_model(args, eager, device)
+            counted[key] = clip_flops(model, clip, eager, device, work / "flops") / len(clip)
+        machine["flops_per_frame"][name] = counted[key]
+    fast = dataclasses.replace(options.get("fast-fp32", PropagationOptions(fast=True)), compile=False, precision="fp32")
+    model = build_model(args, fast, device)
+    x = frame.contiguous(memory_format=fast.memory_format)
+    calls = conv_calls(model, x, probs, autocast_for("fp32", device))
+    machine["conv_peak"] = conv_peak(calls, device, torch.channels_last)
+    return machine
+
+
+def summarise(args, device, height, width, paths, options, results, first, machine) -> list[dict]:
+    frames = args.frames
+    reference = results["naive"]
+    naive_fps = frames / statistics.median(reference.seconds)
+    peak = machine["conv_peak"]["gflops_per_s"]
+    rows = []
+    for name in paths:
+        result = results[name]
+        seconds = statistics.median(result.seconds)
+        fps = frames / seconds
+        agree, worst = [], 0.0
+        for key, probs in result.probs.items():
+            ref = reference.probs[key]
+            agree.append(float((probs.argmax(2) == ref.argmax(2)).mean()))
+            worst = max(worst, float(np.abs(probs - ref).max()))
+        gflop = machine["flops_per_frame"][name] / 1e9
+        rows.append({
+            "path": name,
+            "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+            "size": f"{height}x{width}", "frames": frames,
+            "frames_per_s": round(fps, 4), "ratio_vs_naive": round(fps / naive_fps, 3),
+            "gflop_per_frame": round(gflop, 1), "gflops_per_s": round(gflop * fps, 1),
+            "share_of_conv_peak": round(gflop * fps / peak, 3),
+            "warmup_extra_s": round(first[name] - seconds, 1),
+            "peak_memory_bytes": int(max(result.peaks)),
+            "label_agreement_vs_fp32": round(float(np.mean(agree)), 6),
+            "max_prob_diff_vs_fp32": round(worst, 6),
+        })  # fmt: skip
+    return rows
+
+
+def print_table(rows: list[dict], machine: dict) -> None:
+    where = machine.get("cpu") or machine.get("gpu")
+    flags = ", ".join(machine.get("flags", [])) or "-"
+    peak = machine["conv_peak"]
+    print(f"\n{where}; flags: {flags}; {machine.get('torch_threads', '-')} torch threads; torch {machine['torch']}")
+    print(f"the step's convolutions alone (channels_last fp32): {peak['gflops_per_s']:.0f} GFLOP/s "
+          f"(best single shape {peak['best_shape_gflops_per_s']:.0f} GFLOP/s)")  # fmt: skip
+    print(f"{'path':<14}{'frames/s':>9}{'x naive':>8}{'GFLOP/fr':>9}{'GFLOP/s':>9}{'of peak':>8}"
+          f"{'warm-up s':>10}{'peak MiB':>9}{'agree':>10}{'max dP':>8}")  # fmt: skip
+    for r in rows:
+        print(
+            f"{r['path']:<14}{r['frames_per_s']:>9.3f}{r['ratio_vs_naive']:>8.2f}{r['gflop_per_frame']:>9.0f}"
+            f"{r['gflops_per_s']:>9.0f}{r['share_of_conv_peak']:>8.0%}{r['warmup_extra_s']:>10.1f}"
+            f"{r['peak_memory_bytes'] / 2**20:>9.0f}{r['label_agreement_vs_fp32']:>10.4%}"
+            f"{r['max_prob_diff_vs_fp32']:>8.4f}"
+        )
+    print()
+
+
+def profile(model: STM, clip, options: PropagationOptions, device: torch.device, save: Path, name: str) -> None:
+    """Where one propagation of the clip spends its time: operators by self time, with the
+    convolutions (eager or compiled) summed into one line."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch_profile(activities=activities) as prof:
+        propagate_clip(model, clip, save, options, device)
+    events = prof.key_averages()
+    attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    total = sum(getattr(e, attr) for e in events)
+    conv = sum(getattr(e, attr) for e in events if "conv" in e.key.lower())
+    print(f"\nprofile of {name}: {total / 1e6:.1f} s of operator self time; convolutions {conv / total:.0%}")
+    for event in sorted(events, key=lambda e: getattr(e, attr), reverse=True)[:15]:
+        print(f"  {getattr(event, attr) / total:>6.1%}  {event.count:>6}x  {event.key[:70]}")
+    print()
 
 
 def memory_mode(args: argparse.Namespace, device: torch.device, height: int, width: int) -> None:
@@ -185,10 +276,9 @@ def memory_mode(args: argparse.Namespace, device: torch.device, height: int, wid
     probs = torch.softmax(torch.randn(1, 3, height, width, device=device), dim=1)
     rows = []
     for name in paths:
-        naive, fast, precision = PATHS[name]
-        options = PropagationOptions(naive=naive, fast=fast, precision=precision)
+        options = PropagationOptions(**PATHS[name])
         model = build_model(args, options, device)
-        autocast = autocast_for(precision, device)
+        autocast = autocast_for(options.precision, device)
         memory_format = options.memory_format
         query = frame.contiguous(memory_format=memory_format)
         with torch.inference_mode():
@@ -230,8 +320,9 @@ def memory_mode(args: argparse.Namespace, device: torch.device, height: int, wid
 
 
 def main() -> None:
-    ensure_malloc_settings()
     args = parse_args()
+    if args.mode == "memory":
+        ensure_malloc_settings()  # exact peaks; it slows allocation, so clip mode's timings go without it
     setup_logging()
     logging.getLogger().setLevel(logging.WARNING)  # the table is the output; keep per-run logs quiet
     height, width = (int(x) for x in args.size.lower().split("x"))

@@ -88,3 +88,56 @@ def test_the_published_gpu_flag_on_a_machine_without_cuda():
         resolve_device("cuda", gpu=1)
     with pytest.raises(UserError, match="not a device"):
         resolve_device("tpu:x")
+
+
+def _randomised_batch_norms(model: STM) -> STM:
+    """``model`` with every batch norm given running statistics and an affine map far from the
+    identity, so that folding them is a real rewrite (a fresh network's are trivial)."""
+    model = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                n = module.num_features
+                module.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)
+                module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+                module.weight.mul_(torch.rand(n, generator=generator) + 0.5)
+                module.bias.add_(torch.randn(n, generator=generator) * 0.05)
+    return model.eval()
+
+
+def test_folding_batch_norms_keeps_the_function(quiet_model):
+    from model.folding import fold_batch_norms
+
+    model = _randomised_batch_norms(quiet_model)
+    folded = fold_batch_norms(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is untouched
+    torch.manual_seed(1)
+    frame = torch.randn(1, 3, 64, 96)
+    probs = torch.softmax(torch.randn(1, 3, 64, 96), dim=1)
+    with torch.inference_mode():
+        outputs = []
+        for net in (model, folded):
+            entry = net.memorize(frame, probs)
+            outputs.append((entry.keys, entry.values, net.segment(frame, [entry])))
+    (k0, v0, p0), (k1, v1, p1) = outputs
+    for a, b in ((k0, k1), (v0, v1)):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(a.abs().max())), float((a - b).abs().max())
+    assert float((p0 - p1).abs().max()) < 1e-4
+    # negative control: the same comparison sees a fold that forgot one batch norm's shift
+    broken = fold_batch_norms(model)
+    with torch.no_grad():
+        broken.Encoder_Q.conv1.bias.add_(0.1)
+        entry = broken.memorize(frame, probs)
+        assert float((broken.segment(frame, [entry]) - p0).abs().max()) > 1e-4
+
+
+def test_compiled_fast_path_agrees_with_the_eager_one(tmp_path, quiet_model, tiny_clip):
+    # compiles the encoders and the decoder for this size (about 20 s here)
+    eager = decode(propagate(quiet_model, tiny_clip, tmp_path / "eager", fast=True))
+    compiled = decode(propagate(quiet_model, tiny_clip, tmp_path / "compiled", fast=True, compile=True))
+    assert compiled.keys() == eager.keys()
+    agree = np.mean([(compiled[k].argmax(2) == eager[k].argmax(2)).mean() for k in eager])
+    worst = max(np.abs(compiled[k].astype(int) - eager[k]).max() for k in eager)
+    assert agree > 0.999 and worst <= 2, (agree, worst)
