@@ -68,15 +68,18 @@ def evaluate_folders(
     for stem in stems:
         pred = read_labels(pred_dir / f"{stem}{TRIMAP_SUFFIX}")
         truth = read_truth(gt_dir, stem, kind, width)
-        if pred.shape != truth.shape:
-            raise UserError(
-                f"{pred_dir / (stem + TRIMAP_SUFFIX)} is {pred.shape[1]}x{pred.shape[0]} but its ground truth is "
-                f"{truth.shape[1]}x{truth.shape[0]}"
-            )
+        _check_same_size(pred_dir / f"{stem}{TRIMAP_SUFFIX}", pred, truth)
         preds.append(pred)
         truths.append(truth)
     position = clip_positions(every, gt_dir)
     return score_sequence(preds, truths, stems, [position[s] for s in stems])
+
+
+def _check_same_size(path: Path, pred: np.ndarray, truth: np.ndarray) -> None:
+    if pred.shape != truth.shape:
+        raise UserError(
+            f"{path} is {pred.shape[1]}x{pred.shape[0]} but its ground truth is {truth.shape[1]}x{truth.shape[0]}"
+        )
 
 
 def evaluate_alpha_folders(
@@ -105,11 +108,7 @@ def evaluate_alpha_folders(
     alphas, truths, regions, frames = [], [], [], []
     for stem in stems:
         alpha, truth = read_alpha(pred_dir / f"{stem}{ALPHA_SUFFIX}"), read_alpha(gt_dir / f"{stem}{ALPHA_SUFFIX}")
-        if alpha.shape != truth.shape:
-            raise UserError(
-                f"{pred_dir / (stem + ALPHA_SUFFIX)} is {alpha.shape[1]}x{alpha.shape[0]} but its ground truth is "
-                f"{truth.shape[1]}x{truth.shape[0]}"
-            )
+        _check_same_size(pred_dir / f"{stem}{ALPHA_SUFFIX}", alpha, truth)
         alphas.append(alpha)
         truths.append(truth)
         regions.append(decode_trimap(alpha_to_trimap(truth, width)) == UNKNOWN)

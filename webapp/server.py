@@ -157,14 +157,20 @@ def create_app(config: AppConfig) -> Flask:
             abort(404, f"frame {stem} of {name} has no keyframe trimap yet")
         return send_file(path, mimetype="image/png")
 
-    @app.put("/api/clips/<name>/keyframe/<stem>")
-    def save_keyframe(name: str, stem: str):
+    def upload_for_frame(name: str, stem: str, field: str) -> tuple[Path, str, np.ndarray]:
+        """The clip folder, the frame's stem and the uploaded grey image ``field``, which must have
+        the frame's size."""
         folder = clip_dir(name)
         stem = frame_stem(folder, stem)
-        grey = decode_upload("trimap")
+        grey = decode_upload(field)
         height, width = cv2.imread(str(folder / f"{stem}{FRAME_SUFFIX}"), cv2.IMREAD_UNCHANGED).shape[:2]
         if grey.shape != (height, width):
-            abort(400, f"the trimap is {grey.shape[1]}x{grey.shape[0]} but frame {stem} is {width}x{height}")
+            abort(400, f"the {field} is {grey.shape[1]}x{grey.shape[0]} but frame {stem} is {width}x{height}")
+        return folder, stem, grey
+
+    @app.put("/api/clips/<name>/keyframe/<stem>")
+    def save_keyframe(name: str, stem: str):
+        folder, stem, grey = upload_for_frame(name, stem, "trimap")
         labels = snap_trimap(grey)
         path = folder / f"{stem}{TRIMAP_SUFFIX}"
         backup = path.with_name(path.name[: -len(".png")] + BACKUP_SUFFIX)
@@ -177,12 +183,7 @@ def create_app(config: AppConfig) -> Flask:
 
     @app.post("/api/clips/<name>/from-mask/<stem>")
     def from_mask(name: str, stem: str):
-        folder = clip_dir(name)
-        stem = frame_stem(folder, stem)
-        grey = decode_upload("mask")
-        height, width = cv2.imread(str(folder / f"{stem}{FRAME_SUFFIX}"), cv2.IMREAD_UNCHANGED).shape[:2]
-        if grey.shape != (height, width):
-            abort(400, f"the mask is {grey.shape[1]}x{grey.shape[0]} but frame {stem} is {width}x{height}")
+        _, stem, grey = upload_for_frame(name, stem, "mask")
         try:
             band = int(request.form.get("width", request.args.get("width", 10)))
         except ValueError:
