@@ -124,3 +124,10 @@ def run_main(script: str, *args: object) -> subprocess.CompletedProcess:
             code = 1
     logging.getLogger().handlers.clear()  # the script's handlers wrote to the captured streams
     return subprocess.CompletedProcess([script, *argv], code, out.getvalue(), err.getvalue())
+
+
+# a finetuning config for tiny generated clips: one seeded step, small crops, no images
+ONE_STEP_FINETUNE_YAML = (
+    "SYSTEM:\n  NUM_WORKERS: 0\n  RANDOM_SEED: 1\nTRAIN:\n  TRAIN_INPUT_SIZE: (48, 32)\n  TOTAL_STEPS: 1\n"
+    "  IMAGE_FREQ: 0\nFINETUNE:\n  MIN_UNKNOWN_PIXELS: 30\n"
+)

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from dataset.synthetic import make_synthetic_clip
-from helpers import run_script
+from helpers import ONE_STEP_FINETUNE_YAML, run_script
 
 
 @pytest.fixture
@@ -16,10 +16,7 @@ def workspace(tmp_path):
     make_synthetic_clip(tmp_path / "ws", "clip", num_frames=9, size=(40, 56), keyframes=(0, 4, 8), seed=2,
                         gt_root=tmp_path / "gt")  # fmt: skip
     base = tmp_path / "base.yaml"
-    base.write_text(
-        "SYSTEM:\n  NUM_WORKERS: 0\n  RANDOM_SEED: 1\nTRAIN:\n  TRAIN_INPUT_SIZE: (48, 32)\n  TOTAL_STEPS: 1\n"
-        "  IMAGE_FREQ: 0\nFINETUNE:\n  MIN_UNKNOWN_PIXELS: 30\n"
-    )
+    base.write_text(ONE_STEP_FINETUNE_YAML)
     return tmp_path / "ws", base, tmp_path / "gt"
 
 
