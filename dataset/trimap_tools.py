@@ -94,21 +94,26 @@ def binarise(grey: np.ndarray, threshold: float | None) -> np.ndarray:
     return grey > threshold
 
 
+def _output_pairs(source: Path, out: Path, overwrite: bool, instead: str) -> list[tuple[Path, Path]]:
+    """The (input, output) pairs of ``source`` -> ``out``, checked (no output is its own input;
+    existing outputs only with ``overwrite``; ``instead`` says what to do when it is), with the
+    output folder made."""
+    todo = pairs(source, out)
+    for path, target in todo:
+        if target.resolve() == path.resolve():
+            raise UserError(f"--out {target} is the input itself; {instead}")
+        if target.exists() and not overwrite:
+            raise UserError(f"{target} exists; pass --overwrite to replace it")
+    (out if source.is_dir() else out.parent).mkdir(parents=True, exist_ok=True)
+    return todo
+
+
 def convert(source: Path, out: Path, make: Callable[[Path], np.ndarray], overwrite: bool, what: str) -> list[Path]:
     """Write ``make(input)`` (grey 0/128/255) for every (input, output) pair; returns the outputs.
 
     Existing outputs are refused unless ``overwrite``; an output never replaces its own input.
     """
-    todo = pairs(source, out)
-    for path, target in todo:
-        if target.resolve() == path.resolve():
-            raise UserError(f"--out {target} is the input itself; write the trimap elsewhere")
-        if target.exists() and not overwrite:
-            raise UserError(f"{target} exists; pass --overwrite to replace it")
-    if source.is_dir():
-        out.mkdir(parents=True, exist_ok=True)
-    else:
-        out.parent.mkdir(parents=True, exist_ok=True)
+    todo = _output_pairs(source, out, overwrite, "write the trimap elsewhere")
     for path, target in todo:
         trimap = make(path)
         atomic_write_png(target, trimap)
@@ -198,13 +203,7 @@ def check(source: Path, out: Path | None, in_place: bool = False, overwrite: boo
             raise UserError("give either --out or --in_place, not both")
         todo = [(p, p) for p, _ in pairs(source, source.with_suffix(".png") if source.is_file() else source)]
     else:
-        todo = pairs(source, out)
-        for path, target in todo:
-            if target.resolve() == path.resolve():
-                raise UserError(f"--out {target} is the input itself; pass --in_place to replace originals")
-            if target.exists() and not overwrite:
-                raise UserError(f"{target} exists; pass --overwrite to replace it")
-        (out if source.is_dir() else out.parent).mkdir(parents=True, exist_ok=True)
+        todo = _output_pairs(source, out, overwrite, "pass --in_place to replace originals")
     reports = []
     for path, target in todo:
         report, labels = check_trimap(path)
