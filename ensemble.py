@@ -3,48 +3,17 @@
 
 usage: ensemble.py --predroot results --dataroot workspace [result_or_clip ...]
 
-For every result folder under --predroot (or those named: a folder name such as clip_mem5, or a
-clip name standing for all its clip_mem* folders) writes ensemble/<stem>_trimap.png (0/128/255)
-and envis/<stem>.png (half frame, half trimap; needs --dataroot/<clip>/<stem>_rgb.png), and
-uncertainty.json / uncertainty.png: how much each frame's forward and backward predictions
-disagree, and the frames worth a keyframe trimap next (printed).
+The published script's name and flags, over ``tgm.py ensemble`` (commands/ensemble.py).
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
-from pathlib import Path
-
-from inference.ensemble import ensemble_folders
-from inference.layout import select_results
-from utils.errors import UserError, run_cli
-from utils.logs import setup_logging
-
-log = logging.getLogger("ensemble")
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--predroot", required=True, help="the --save folder of test_mf_2.py")
-    parser.add_argument("--dataroot", default=None, help="the workspace holding <clip>/<stem>_rgb.png (for envis/)")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
-    parser.add_argument("results", nargs="*", help="result folders (clip_memN) or clip names; default: all")
-    return parser.parse_args(argv)
+from commands import ensemble, run_command
+from utils.errors import run_cli
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    setup_logging()
-    dataroot = Path(args.dataroot) if args.dataroot else None
-    if dataroot is not None and not dataroot.is_dir():
-        raise UserError(f"--dataroot {dataroot} is not a folder; pass the workspace that holds the clip folders")
-    results = select_results(Path(args.predroot), args.results)
-    if dataroot is None:
-        log.info("no --dataroot: writing ensemble/ only, no envis/ overlays")
-    for name, uncertainty in ensemble_folders(results, dataroot).items():
-        ranked = [f"{stem} ({uncertainty.frames[stem]:.3f})" for stem in uncertainty.suggested]
-        print(f"{name}: annotate next: {', '.join(ranked) if ranked else 'nothing (every frame is a keyframe)'}")
+    run_command(ensemble, argv, prog="ensemble.py")
 
 
 if __name__ == "__main__":

@@ -3,56 +3,17 @@
 
 usage: online_finetune_test.py --cfg clip.yaml [--gpu N] [--device D] [KEY VALUE ...]
 
-Writes SYSTEM.OUTDIR/<cfg stem><EXP_SUFFIX>/: config.yaml, train.log, checkpoint_<n>.pth.tar
-(load it with test_mf_2.py --load), optimizer_<n>.pth.tar (resume with TRAIN.LOAD_OPT) and
-training_images/. Under ``torchrun --nproc_per_node N`` every rank trains on its own augmentations
-with DistributedDataParallel and rank 0 writes the outputs.
+The published script's name and flags, over ``tgm.py finetune`` (commands/finetune.py).
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
-from pathlib import Path
-
-from config import load_config
-from dataset.clip import check_sizes
-from pipeline.clip import open_clip
-from training.loop import finetune
-from utils.cli import add_config_arguments, add_device_arguments
-from utils.device import prepare_device
-from utils.distributed import finish_world, init_world
-from utils.errors import UserError, run_cli
-from utils.logs import setup_logging
-
-log = logging.getLogger("online_finetune_test")
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cfg", required=True, help="the clip's yaml config (see template.yaml)")
-    add_device_arguments(parser)
-    add_config_arguments(parser)
-    return parser.parse_args(argv)
+from commands import finetune, run_command
+from utils.errors import run_cli
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    setup_logging()
-    cfg = load_config(args.cfg, args.opts)
-    clip = open_clip(cfg)
-    check_sizes(clip)
-    if cfg.SYSTEM.NUM_WORKERS < 0:
-        raise UserError(f"SYSTEM.NUM_WORKERS {cfg.SYSTEM.NUM_WORKERS}: must be >= 0")
-    world, device = init_world(args.device, args.gpu)
-    prepare_device(device, cfg.SYSTEM)
-    try:
-        result = finetune(cfg, Path(args.cfg), clip, device, world)
-    finally:
-        finish_world()
-    if world.is_main:
-        log.info("checkpoint: %s (propagate with: python test_mf_2.py --cfg %s --load %s --save results)",
-                 result.checkpoint, args.cfg, result.checkpoint)  # fmt: skip
+    run_command(finetune, argv, prog="online_finetune_test.py")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 """How well the disagreement score finds the frames where propagation went wrong, what the
 suggested keyframe buys, and what an incremental rerun costs.
 
-usage: python bench/bench_correction.py [--clips 3] [--frames 25] [--size 128x224] [--steps 80]
+usage: python -m bench.bench_correction [--clips 3] [--frames 25] [--size 128x224] [--steps 80]
 
 For each generated clip (made as the demo makes its clip, with other seeds; ground truth for every
 frame; 16 frames with keyframes 0 and 9, so frames 1-8 have two passes and 10-15 one): finetune as
@@ -22,7 +22,6 @@ import json
 import logging
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,8 +29,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from config import load_config
 from dataset.clip import TRIMAP_SUFFIX, scan_clip

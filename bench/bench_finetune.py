@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Seconds per finetuning step (forward, backward, optimizer) and peak memory, per variant.
 
-usage: python bench/bench_finetune.py [--size 576x704] [--crop 512x512] [--steps 4] [--variants fp32,...]
+usage: python -m bench.bench_finetune [--size 576x704] [--crop 512x512] [--steps 4] [--variants fp32,...]
 
 Trains on a generated clip's keyframe with the published step (frozen batch norm, Adam), from
 the demo's random start: the same work per step as with the released weights. Variants:
@@ -26,8 +26,6 @@ import time
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataset.clip import scan_clip
 from dataset.finetune import KeyframeClips

@@ -2,7 +2,7 @@
 """Seconds per frame of matte.py (closed-form matting, foreground estimation, PNG writing) with 1
 and more workers, and the alpha error, on a generated clip with ground-truth trimaps.
 
-usage: python bench/bench_matting.py [--size 480x864] [--frames 8] [--workers 1,2] [--method cf]
+usage: python -m bench.bench_matting [--size 480x864] [--frames 8] [--workers 1,2] [--method cf]
 
 The ground-truth trimaps (0 < alpha < 1 widened with a 9-px kernel, as in the demo) are matted; one
 frame is matted first so that numba's compilation is not timed. Run it alone on the machine.
@@ -13,12 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.roofline import cpu_info
 from dataset.clip import TRIMAP_SUFFIX, scan_clip

@@ -3,8 +3,8 @@
 share of what the machine can do.
 
 usage:
-  python bench/bench_propagation.py [--size 480x864] [--frames 6] [--runs 3] [--paths ...]
-  python bench/bench_propagation.py --mode memory [--size 480x864] [--steps 2,8,32]
+  python -m bench.bench_propagation [--size 480x864] [--frames 6] [--runs 3] [--paths ...]
+  python -m bench.bench_propagation --mode memory [--size 480x864] [--steps 2,8,32]
 
 clip mode: propagates a generated clip with each path, alternating paths within each round in one
 process: a warm-up round (which also compiles the compiled paths; its extra seconds are reported),
@@ -39,8 +39,6 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from bench.memory import PeakMemory, ensure_malloc_settings
 from bench.roofline import conv_calls, conv_peak, cpu_info
 from dataset.clip import scan_clip
@@ -57,7 +55,7 @@ from utils.precision import autocast_for, cpu_has_fast_bf16
 # name -> the PropagationOptions of the path
 PATHS = {
     "naive": {"naive": True},
-    "fp32": {},
+    "default": {},
     "fast-fp32": {"fast": True},
     "fast-compiled": {"fast": True, "compile": True},
     "fast-bf16": {"fast": True, "precision": "bf16"},
@@ -85,7 +83,7 @@ def parse_args() -> argparse.Namespace:
 def default_paths(device: torch.device) -> list[str]:
     if device.type == "cuda":
         return list(PATHS)
-    paths = ["naive", "fp32", "fast-fp32", "fast-compiled"]
+    paths = ["naive", "default", "fast-fp32", "fast-compiled"]
     if cpu_has_fast_bf16():
         paths += ["fast-bf16", "compiled-bf16"]
     return paths
@@ -270,7 +268,7 @@ def profile(model: STM, clip, options: PropagationOptions, device: torch.device,
 
 def memory_mode(args: argparse.Namespace, device: torch.device, height: int, width: int) -> None:
     steps = [int(t) for t in args.steps.split(",")]
-    paths = args.paths.split(",") if args.paths else ["naive", "fp32"]
+    paths = args.paths.split(",") if args.paths else ["naive", "default"]
     torch.manual_seed(0)
     frame = torch.randn(1, 3, height, width, device=device)
     probs = torch.softmax(torch.randn(1, 3, height, width, device=device), dim=1)

@@ -14,9 +14,9 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >> "$out/gp
 # 1. the suite (CUDA is picked by --device auto; the browser tests skip without chromium)
 timeout 240 python3 -m pytest -q -x -m "not slow" -p no:cacheprovider 2>&1 | tail -15 | tee "$out/tests.txt"
 # 2. the bench: every path at 1088x1920, 6 frames, a warm-up round and 2 timed rounds
-timeout 300 python3 bench/bench_propagation.py --size 1088x1920 --frames 6 --runs 2 \
-  --paths naive,fp32,fast-fp32,fast-bf16,fast-fp16,fast-compiled,compiled-bf16 --json "$out/bench.jsonl" \
+timeout 300 python -m bench.bench_propagation --size 1088x1920 --frames 6 --runs 2 \
+  --paths naive,default,fast-fp32,fast-bf16,fast-fp16,fast-compiled,compiled-bf16 --json "$out/bench.jsonl" \
   2>&1 | tail -25 | tee "$out/bench.txt"
 # 3. memory of one segment step against the memory size T
-timeout 120 python3 bench/bench_propagation.py --mode memory --size 1088x1920 --steps 2,8,32 --runs 1 \
-  --paths naive,fp32,fast-bf16 2>&1 | tail -12 | tee "$out/memory.txt"
+timeout 120 python -m bench.bench_propagation --mode memory --size 1088x1920 --steps 2,8,32 --runs 1 \
+  --paths naive,default,fast-bf16 2>&1 | tail -12 | tee "$out/memory.txt"

@@ -1,28 +1,71 @@
-"""Reading a clip folder: frames ``<stem>_rgb.png`` in sorted order, keyframes ``<stem>_trimap.png``.
+"""Clips: frames ``<stem>_rgb.png`` in sorted order and keyframes ``<stem>_trimap.png``, found and checked.
 
 Frames and trimaps are paired by stem (the published finetuning paired them by list position,
-which is wrong unless every frame has a trimap).
+which is wrong unless every frame has a trimap). Where a clip's frames come from is a
+``FrameSource``: a folder of PNGs today (``FolderFrames``); image files themselves are read by
+``utils/images.py``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
 
-from dataset.trimap import BACKGROUND, FOREGROUND, UNKNOWN, decode_trimap
+from dataset.trimap import BACKGROUND, FOREGROUND, UNKNOWN, read_trimap
 from utils.errors import UserError
+from utils.images import image_size, png_header, read_image, read_rgb
 
 FRAME_SUFFIX = "_rgb.png"
 TRIMAP_SUFFIX = "_trimap.png"
 ALPHA_SUFFIX = "_alpha.png"  # ground-truth mattes (evaluation, generated clips, importers)
 
 log = logging.getLogger(__name__)
+
+
+class FrameSource(Protocol):
+    """Where a clip's frames come from, by index into its sorted stems.
+
+    ``read_rgb(i)``: frame i as H x W x 3 uint8, RGB order; ``digest(i)``: a hash of what frame i
+    is made of (its file, or its place in a video), for deciding what a rerun must recompute.
+    """
+
+    def read_rgb(self, index: int) -> np.ndarray: ...
+
+    def digest(self, index: int) -> str: ...
+
+
+@dataclass(frozen=True)
+class FolderFrames:
+    """Frames stored as ``<stem>_rgb.png`` files in one folder."""
+
+    folder: Path
+    stems: tuple[str, ...]
+
+    def path(self, index: int) -> Path:
+        return self.folder / f"{self.stems[index]}{FRAME_SUFFIX}"
+
+    def read_rgb(self, index: int) -> np.ndarray:
+        return read_rgb(self.path(index))
+
+    def digest(self, index: int) -> str:
+        return file_digest(self.path(index))
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @dataclass
@@ -46,8 +89,16 @@ class Clip:
     def __len__(self) -> int:
         return len(self.stems)
 
+    @property
+    def frames(self) -> FrameSource:
+        return FolderFrames(self.path, tuple(self.stems))
+
     def frame_path(self, index: int) -> Path:
         return self.path / f"{self.stems[index]}{FRAME_SUFFIX}"
+
+    def read_frame(self, index: int) -> np.ndarray:
+        """Frame ``index`` as H x W x 3 uint8, RGB order (see ``utils.images.read_rgb``)."""
+        return self.frames.read_rgb(index)
 
     def trimap_path(self, index: int) -> Path:
         return self.path / f"{self.stems[index]}{TRIMAP_SUFFIX}"
@@ -158,47 +209,6 @@ def scan_clip(path: str | Path, gt_idx: Sequence[int] = (), dilation: int = 0) -
     return Clip(folder, stems, keyframes, set(trimap_stems), dilation)
 
 
-def read_image(path: Path, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
-    """cv2.imread that raises a UserError instead of returning None."""
-    data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None
-    image = cv2.imdecode(data, flags) if data is not None and data.size else None
-    if image is None:
-        raise UserError(f"{path} is missing or not a readable image; re-export it as PNG")
-    return image
-
-
-def read_alpha(path: Path) -> np.ndarray:
-    """An alpha matte (8- or 16-bit grey PNG; RGBA: its alpha channel) as float64 in [0, 1]."""
-    image = read_image(path, cv2.IMREAD_UNCHANGED)
-    if image.ndim == 3:
-        image = image[..., -1] if image.shape[2] == 4 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    return image.astype(np.float64) / (65535.0 if image.dtype == np.uint16 else 255.0)
-
-
-def read_frame(path: Path) -> np.ndarray:
-    """A frame as H x W x 3 uint8 in RGB order.
-
-    Grey frames are expanded to 3 channels, an alpha channel is dropped and 16-bit frames are
-    scaled to 8 bits (``check_sizes`` says so once per clip).
-    """
-    image = read_image(path)
-    if image.dtype == np.uint16:
-        image = (image.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
-    elif image.dtype != np.uint8:
-        raise UserError(f"{path} has pixel type {image.dtype}; frames must be 8-bit (or 16-bit) PNGs")
-    if image.ndim == 2 or image.shape[2] == 1:
-        return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2RGB)
-    if image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def read_trimap(path: Path, dilation: int = 0) -> np.ndarray:
-    """A keyframe trimap as labels H x W uint8 (0/1/2); read as grey, see ``decode_trimap``."""
-    image = read_image(path, cv2.IMREAD_GRAYSCALE)
-    return decode_trimap(image, dilation)
-
-
 def trimap_warnings(labels: np.ndarray) -> list[str]:
     """What is missing from a keyframe trimap that propagation or finetuning needs."""
     missing = []
@@ -209,53 +219,6 @@ def trimap_warnings(labels: np.ndarray) -> list[str]:
     if not (labels == BACKGROUND).any():
         missing.append("no background (0) pixels")
     return missing
-
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-PNG_END = b"IEND\xaeB`\x82"
-PNG_COLOUR_TYPES = {0: "grey", 2: "RGB", 3: "palette", 4: "grey+alpha", 6: "RGBA"}
-
-
-@dataclass(frozen=True)
-class PngHeader:
-    height: int
-    width: int
-    bit_depth: int
-    colour: str
-
-
-def png_header(path: Path) -> PngHeader | None:
-    """Size, bit depth and colour type from a PNG header without decoding; None if not a PNG.
-
-    Raises UserError for a PNG that is cut short (no IEND chunk at its end).
-    """
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(26)
-            handle.seek(max(0, path.stat().st_size - 8))
-            tail = handle.read(8)
-    except OSError as exc:
-        raise UserError(f"{path} cannot be read ({exc.strerror})") from exc
-    if len(head) < 26 or not head.startswith(PNG_SIGNATURE) or head[12:16] != b"IHDR":
-        return None
-    if tail != PNG_END:
-        raise UserError(f"{path} is a truncated PNG (it does not end with an IEND chunk); export it again")
-    return PngHeader(
-        height=int.from_bytes(head[20:24], "big"),
-        width=int.from_bytes(head[16:20], "big"),
-        bit_depth=head[24],
-        colour=PNG_COLOUR_TYPES.get(head[25], f"type {head[25]}"),
-    )
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """(height, width) of an image file, from its header when it is a PNG."""
-    header = png_header(path)
-    if header is None:
-        return read_image(path).shape[:2]
-    return header.height, header.width
 
 
 def check_sizes(clip: Clip) -> tuple[int, int]:

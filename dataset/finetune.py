@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from dataset.clip import Clip, read_frame, trimap_warnings
+from dataset.clip import Clip, trimap_warnings
 from dataset.prepare import normalise_frame
 from dataset.trimap import UNKNOWN
 from model.stm import IMAGENET_MEAN
@@ -140,7 +140,7 @@ class KeyframeClips(Dataset):
         self.crop_tries = crop_tries
         self.keyframes = []
         for index in clip.keyframe_indices:
-            frame = read_frame(clip.frame_path(index))
+            frame = clip.read_frame(index)
             labels = clip.read_keyframe(index)
             self.keyframes.append((index, frame, labels))
         height, width = self.keyframes[0][2].shape

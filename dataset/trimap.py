@@ -6,8 +6,12 @@ Labels: 0 background, 1 unknown, 2 foreground. On disk a user trimap is grey wit
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
+
+from utils.images import read_image
 
 BACKGROUND, UNKNOWN, FOREGROUND = 0, 1, 2
 LABEL_GREY = np.array([0, 128, 255], dtype=np.uint8)
@@ -25,6 +29,11 @@ def decode_trimap(grey: np.ndarray, dilation: int = 0) -> np.ndarray:
     if dilation > 0:
         labels = dilate_unknown(labels, dilation)
     return labels
+
+
+def read_trimap(path: Path, dilation: int = 0) -> np.ndarray:
+    """A keyframe trimap file as labels H x W uint8 (0/1/2); read as grey, see ``decode_trimap``."""
+    return decode_trimap(read_image(path, cv2.IMREAD_GRAYSCALE), dilation)
 
 
 def dilate_unknown(labels: np.ndarray, dilation: int) -> np.ndarray:

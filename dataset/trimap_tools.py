@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dataset.clip import TRIMAP_SUFFIX, read_image, visible_files
+from dataset.clip import TRIMAP_SUFFIX, visible_files
 from dataset.trimap import (
     BACKGROUND,
     FOREGROUND,
@@ -31,7 +31,8 @@ from dataset.trimap import (
     snap_trimap,
 )
 from utils.errors import UserError
-from utils.io import atomic_write_bytes, atomic_write_png
+from utils.images import read_image
+from utils.io import atomic_write_png, create_exclusive
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,9 @@ def output_stem(path: Path) -> str:
     return stem
 
 
-def pairs(source: Path, out: Path) -> list[tuple[Path, Path]]:
-    """(input, output) files: a file to a file, or every image of a folder into a folder."""
+def pairs(source: Path, out: Path, only_trimaps: bool = False) -> list[tuple[Path, Path]]:
+    """(input, output) files: a file to a file, or every image of a folder into a folder
+    (``only_trimaps``: only its ``<stem>_trimap.png`` files, never a clip's frames)."""
     if not source.exists():
         raise UserError(f"{source} does not exist")
     if source.is_file():
@@ -63,10 +65,13 @@ def pairs(source: Path, out: Path) -> list[tuple[Path, Path]]:
     inputs = sorted(
         source / name
         for name in visible_files(source)
-        if name.lower().endswith(IMAGE_EXTENSIONS) and not name.endswith(BACKUP_SUFFIX)
+        if name.lower().endswith(IMAGE_EXTENSIONS)
+        and not name.endswith(BACKUP_SUFFIX)
+        and (name.endswith(TRIMAP_SUFFIX) or not only_trimaps)
     )
     if not inputs:
-        raise UserError(f"{source} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        wanted = f"<stem>{TRIMAP_SUFFIX} files" if only_trimaps else f"images ({', '.join(IMAGE_EXTENSIONS)})"
+        raise UserError(f"{source} holds no {wanted}")
     result = [(path, out / f"{output_stem(path)}{TRIMAP_SUFFIX}") for path in inputs]
     names = [o.name for _, o in result]
     clashes = sorted({n for n in names if names.count(n) > 1})
@@ -94,11 +99,13 @@ def binarise(grey: np.ndarray, threshold: float | None) -> np.ndarray:
     return grey > threshold
 
 
-def _output_pairs(source: Path, out: Path, overwrite: bool, instead: str) -> list[tuple[Path, Path]]:
+def _output_pairs(
+    source: Path, out: Path, overwrite: bool, instead: str, only_trimaps: bool = False
+) -> list[tuple[Path, Path]]:
     """The (input, output) pairs of ``source`` -> ``out``, checked (no output is its own input;
     existing outputs only with ``overwrite``; ``instead`` says what to do when it is), with the
     output folder made."""
-    todo = pairs(source, out)
+    todo = pairs(source, out, only_trimaps)
     for path, target in todo:
         if target.resolve() == path.resolve():
             raise UserError(f"--out {target} is the input itself; {instead}")
@@ -195,28 +202,28 @@ def check_trimap(path: Path) -> tuple[CheckReport, np.ndarray]:
 def check(source: Path, out: Path | None, in_place: bool = False, overwrite: bool = False) -> list[CheckReport]:
     """Report on hand-drawn trimaps and write cleaned copies (0/128/255 grey) to ``out``; with
     ``in_place`` replace the originals instead, keeping each original once as
-    ``<name>.orig.png`` next to it."""
+    ``<name>.orig.png`` next to it. In a folder only its ``<stem>_trimap.png`` files are checked
+    (a clip folder's frames are never touched). Every input is read and checked before anything
+    is written, so a bad file stops the run with nothing replaced."""
     if out is None and not in_place:
-        todo = [(p, None) for p, _ in pairs(source, source.with_name(source.name + "_cleaned.png"))]
+        todo = [(p, None) for p, _ in pairs(source, source.with_name(source.name + "_cleaned.png"), True)]
     elif in_place:
         if out is not None:
             raise UserError("give either --out or --in_place, not both")
-        todo = [(p, p) for p, _ in pairs(source, source.with_suffix(".png") if source.is_file() else source)]
+        todo = [(p, p) for p, _ in pairs(source, source.with_suffix(".png") if source.is_file() else source, True)]
+        not_png = [p for p, _ in todo if p.suffix.lower() != ".png"]
+        if not_png:
+            raise UserError(f"{not_png[0]} is not a PNG; --in_place keeps names, so write a PNG copy with --out")
     else:
-        todo = _output_pairs(source, out, overwrite, "pass --in_place to replace originals")
-    reports = []
-    for path, target in todo:
-        report, labels = check_trimap(path)
-        reports.append(report)
+        todo = _output_pairs(source, out, overwrite, "pass --in_place to replace originals", only_trimaps=True)
+    checked = [(path, target, *check_trimap(path)) for path, target in todo]  # all read before any write
+    for path, target, report, labels in checked:
         for line in report.lines():
             (log.warning if line.lstrip().startswith("warning") else log.info)(line)
         if target is None:
             continue
         if in_place:
-            if path.suffix.lower() != ".png":
-                raise UserError(f"{path} is not a PNG; --in_place keeps names, so write a PNG copy with --out")
             backup = path.with_name(path.name[: -len(path.suffix)] + BACKUP_SUFFIX)
-            if not backup.exists():
-                atomic_write_bytes(backup, path.read_bytes())  # the original, once
-        atomic_write_png(target, encode_labels(labels))
-    return reports
+            create_exclusive(backup, path.read_bytes())  # the original, once
+        atomic_write_png(target, encode_labels(labels), durable=in_place)
+    return [report for _, _, report, _ in checked]

@@ -7,11 +7,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dataset.clip import ALPHA_SUFFIX, FRAME_SUFFIX, TRIMAP_SUFFIX, read_alpha, read_image, stems_with
+from dataset.clip import ALPHA_SUFFIX, FRAME_SUFFIX, TRIMAP_SUFFIX, stems_with
 from dataset.trimap import UNKNOWN, alpha_to_trimap, decode_trimap
 from evaluation.alpha import AlphaScores, score_alphas
 from evaluation.metrics import TrimapScores, score_sequence
 from utils.errors import UserError
+from utils.images import read_alpha, read_image
 
 
 def read_labels(path: Path) -> np.ndarray:

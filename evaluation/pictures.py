@@ -11,6 +11,7 @@ import numpy as np
 
 from dataset.trimap import LABEL_GREY
 from utils.errors import UserError
+from utils.images import to_8bit
 from utils.logs import progress
 
 log = logging.getLogger(__name__)
@@ -114,3 +115,14 @@ def write_video(path: Path, images: Sequence[np.ndarray] | object, fps: float, t
         raise UserError(f"no frames to write to {path}")
     tmp.replace(path)
     return count
+
+
+def over_black(image: np.ndarray) -> np.ndarray:
+    """An 8- or 16-bit image as 8-bit BGR; with an alpha channel, composited over black."""
+    image = to_8bit(image)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        alpha = image[..., 3:].astype(np.float32) / 255.0
+        return np.round(image[..., :3].astype(np.float32) * alpha).astype(np.uint8)
+    return image

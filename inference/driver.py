@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -36,7 +37,7 @@ def configure_model(model: STM, options: PropagationOptions, device: torch.devic
     - naive: the published computation as it was (affinity always materialised, decoder skip
       branches once per object, keyframes encoded once per part): the baseline.
     - default: the published operations, without repeating work whose result is the same
-      (keyframes encoded once per run, I/O overlapped), and a chunked memory read only where the
+      (keyframes encoded once per run, I/O overlapped), and a bounded memory read only where the
       full affinity would exceed its memory budget.
     - fast: the default with batch norm folded into the convolutions (model.folding), channels_last
       tensors and the decoder's skip branches computed once for both objects (less work; the
@@ -45,7 +46,7 @@ def configure_model(model: STM, options: PropagationOptions, device: torch.devic
       with weight freezing and prepacking). No CUDA graphs: the memory keeps the encoders'
       outputs across steps, which graph replays would overwrite.
     """
-    model.memory_read = "naive" if options.naive else "chunked"
+    model.memory_read = "naive" if options.naive else "bounded"
     model.share_skips = options.fast
     model.eval()
     if options.fast:
@@ -116,12 +117,29 @@ def propagate_clip(
     records = PartRecords(clip, RunInputs.of(model, options, keep_every, device))
     planned = [records.record(part) for part in parts]
     reused: set[int] = set()
-    if world.is_main:
-        result.path.mkdir(parents=True, exist_ok=True)
-        reused, unchanged = result.adopt_parts([r["fingerprint"] for r in planned], options.recompute)
-        if not unchanged:
-            result.clear_fused()
-    reused = gather(world, sorted(reused))[0]  # rank 0 decided
+    refused = None
+    with contextlib.ExitStack() as held:
+        if world.is_main:  # rank 0 holds the folder for the whole run: one writer per result folder
+            try:
+                held.enter_context(result.lock())
+            except UserError as exc:
+                refused = exc
+            else:
+                reused, unchanged = result.adopt_parts([r["fingerprint"] for r in planned], options.recompute)
+                if not unchanged:
+                    result.clear_fused()
+        decided = gather(world, None if refused else sorted(reused))[0]  # rank 0 decided, for every rank
+        if decided is None:
+            raise refused or UserError(f"{result.path} is being written by another run (rank 0 says why)")
+        return _propagate_parts(model, clip, (height, width), parts, planned, set(decided), result, options,
+                                keep_every, device, world, on_step)  # fmt: skip
+
+
+def _propagate_parts(
+    model, clip, size, parts, planned, reused, result, options, keep_every, device, world, on_step
+) -> Propagation:
+    """propagate_clip once the folder is arranged: share out, compute, agree, write conf.json."""
+    height, width = size
     to_compute = [k for k in range(len(parts)) if k not in reused]
     mine = [to_compute[i] for i in share_by_load([len(parts[k]) for k in to_compute], world.size)[world.rank]]
     log.info(

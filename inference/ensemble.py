@@ -9,11 +9,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dataset.clip import FRAME_SUFFIX, image_size, read_image
+from dataset.clip import FRAME_SUFFIX
 from dataset.trimap import encode_labels
 from inference.layout import Conf, ResultFolder
 from inference.uncertainty import Uncertainty, frame_score, png_to_probs, uncertainty_of, write_uncertainty
 from utils.errors import UserError
+from utils.images import image_size, read_image
 from utils.io import BackgroundWriter, atomic_write_png, ensure_writable_dir
 from utils.logs import progress
 
@@ -135,7 +136,9 @@ def ensemble_folders(results: Sequence[ResultFolder], dataroot: Path | None) -> 
     found = {}
     try:
         for check in checks:
-            uncertainty = found[check.result.name] = ensemble_result(check, writer)
+            with check.result.lock():  # one writer per result folder; held until its files are written
+                uncertainty = found[check.result.name] = ensemble_result(check, writer)
+                writer.flush()
             log.info(
                 "%s: %d frames -> %s; annotate next: %s (see %s)", check.result.name, len(check.frames),
                 check.result.ensemble_dir, ", ".join(uncertainty.suggested) or "-", check.result.uncertainty_png,

@@ -17,6 +17,7 @@ Everything else asks this module for these names.
 
 from __future__ import annotations
 
+import glob
 import json
 import re
 import shutil
@@ -25,7 +26,8 @@ from pathlib import Path
 
 from dataset.clip import TRIMAP_SUFFIX, stems_with
 from utils.errors import UserError
-from utils.io import atomic_write_json
+from utils.images import png_header
+from utils.io import FolderLock, atomic_write_json
 
 MEM_SUFFIX = re.compile(r"_mem\d+$")
 PART_PREFIX = "part"
@@ -70,6 +72,10 @@ class ResultFolder:
     def __repr__(self) -> str:
         return f"ResultFolder({str(self.path)!r})"
 
+    def lock(self) -> FolderLock:
+        """Held by whoever writes this folder (propagation, fusing, matting): a second writer is refused."""
+        return FolderLock(self.path, "run (--save)")
+
     @property
     def name(self) -> str:
         return self.path.name
@@ -105,16 +111,17 @@ class ResultFolder:
 
     def write_part_record(self, k: int, record: dict) -> None:
         """Mark part k finished: what it was computed from (written after its last PNG)."""
-        atomic_write_json(self.part_record(k), record)
+        atomic_write_json(self.part_record(k), record, durable=True)
 
     def _finished_fingerprint(self, part_dir: Path) -> str | None:
-        """The fingerprint of a finished part folder: its record is there and so is every PNG it names."""
+        """The fingerprint of a finished part folder: its record is there and so is every PNG it names,
+        whole (a PNG emptied or cut short by a power loss makes the part be recomputed)."""
         try:
             record = json.loads((part_dir / PART_RECORD).read_text())
             fingerprint, frames = record["fingerprint"], [stem for stem, _ in record["frames"]]
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        if not all((part_dir / f"{stem}{PART_SUFFIX}").exists() for stem in frames):
+        if not all(_whole_png(part_dir / f"{stem}{PART_SUFFIX}") for stem in frames):
             return None
         return fingerprint if isinstance(fingerprint, str) and fingerprint.isalnum() else None
 
@@ -170,7 +177,7 @@ class ResultFolder:
         return conf
 
     def write_conf(self, conf: Conf) -> None:
-        atomic_write_json(self.conf_path, conf)
+        atomic_write_json(self.conf_path, conf, durable=True)
 
     # --- the fused result -----------------------------------------------------------------------
 
@@ -221,6 +228,21 @@ class ResultFolder:
     def ensemble_stems(self) -> list[str]:
         """Stems of the fused trimaps present, sorted."""
         return stems_with(self.ensemble_dir, TRIMAP_SUFFIX)
+
+
+def _whole_png(path: Path) -> bool:
+    try:
+        return path.is_file() and png_header(path) is not None
+    except UserError:  # cut short
+        return False
+
+
+def results_of(save_root: Path, clip: str) -> list[ResultFolder]:
+    """The result folders of ``clip`` under ``save_root`` (``<clip>_mem<N>`` for any N), newest first."""
+    if not Path(save_root).is_dir():
+        return []
+    found = [p for p in Path(save_root).glob(f"{glob.escape(clip)}_mem*") if p.is_dir() and clip_name(p.name) == clip]
+    return [ResultFolder(p) for p in sorted(found, key=lambda p: p.stat().st_mtime_ns, reverse=True)]
 
 
 def select_results(predroot: Path, names: Iterable[str] = ()) -> list[ResultFolder]:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dataset.clip import Clip, read_frame
+from dataset.clip import Clip
 from dataset.prepare import frame_to_tensor, pad_reflect
 from dataset.trimap import labels_to_onehot
 from inference.memory_bank import MemoryBank, Slot
@@ -49,7 +49,7 @@ class FrameSource:
         self._lock = threading.Lock()
 
     def _load(self, index: int) -> torch.Tensor:
-        return pad_reflect(frame_to_tensor(read_frame(self.clip.frame_path(index))))
+        return pad_reflect(frame_to_tensor(self.clip.read_frame(index)))
 
     def prefetch(self, indices: list[int]) -> None:
         """Start loading these frames (no-op without workers or when already loaded)."""

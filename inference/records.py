@@ -1,9 +1,9 @@
 """What a part was computed from, so that a rerun recomputes only the parts whose inputs changed.
 
-A part's output depends on: its frames (in visiting order, by content), the trimaps of its fixed
-keyframes (by content) and the dilation they are read with, the network's weights, how it
-propagates (memory interval, max_memory, precision, path), the kind of device and this code's
-output version. The fingerprint is a hash of all of them;
+A part's output depends on: its frames (in visiting order, by content), its fixed keyframes
+(their frames and their trimaps, by content: both are in the memory) and the dilation they are
+read with, the network's weights, how it propagates (memory interval, max_memory, precision,
+path), the kind of device and this code's output version. The fingerprint is a hash of all of them;
 ``part<k>/inputs.json`` keeps it with its ingredients (readable: why was this part recomputed?).
 """
 
@@ -16,21 +16,13 @@ from pathlib import Path
 
 import torch
 
-from dataset.clip import Clip
+from dataset.clip import Clip, file_digest
 from inference.options import PropagationOptions
 from inference.plan import Part
 
 # Bump when a change of the code changes the bytes a part is written with: old parts are then
 # recomputed instead of reused.
-OUTPUT_VERSION = 1
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+OUTPUT_VERSION = 2  # 2: the fixed keyframes' frames are ingredients too (their RGB is in the memory)
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -88,7 +80,9 @@ class PartRecords:
         ingredients = {
             "version": OUTPUT_VERSION,
             "frames": [[clip.stems[f], self._digest(clip.frame_path(f))] for f in part.frames],
-            "keyframes": [[clip.stems[k], self._digest(clip.trimap_path(k))] for k in part.fixed],
+            "keyframes": [
+                [clip.stems[k], self._digest(clip.frame_path(k)), self._digest(clip.trimap_path(k))] for k in part.fixed
+            ],
             "dilation": clip.dilation,
             "weights": self.run.weights,
             "options": self.run.options,

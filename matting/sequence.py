@@ -26,10 +26,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dataset.clip import ALPHA_SUFFIX, read_alpha, read_image
+from dataset.clip import ALPHA_SUFFIX
 from dataset.trimap import decode_trimap
 from matting.background import Background, BackgroundFrames
 from matting.solve import FrameError, Solver, composite, foreground
+from utils.images import read_alpha, read_image
 from utils.io import atomic_write_png
 from utils.logs import progress
 

@@ -232,11 +232,11 @@ def read_memory_naive(
     return torch.cat([read.to(query_value.dtype), query_value], dim=1)
 
 
-# Affinity bytes the chunked read may hold at once; bounds its memory whatever T and the size.
+# Affinity bytes the bounded read may hold at once; bounds its memory whatever T and the size.
 READ_CHUNK_BYTES = 64 * 2**20
 
 
-def read_memory_chunked(
+def read_memory_bounded(
     memory: Sequence[MemoryEntry],
     query_key: torch.Tensor,
     query_value: torch.Tensor,
@@ -244,9 +244,9 @@ def read_memory_chunked(
 ) -> torch.Tensor:
     """The memory read with bounded memory.
 
-    When the whole affinity (O x T*h*w x h*w fp32) fits in ``chunk_bytes`` this is exactly
+    When the whole affinity (O x T*h*w x h*w fp32) fits in ``chunk_bytes`` this is the exact read,
     :func:`read_memory_naive` (the same operations, so the same rounding as the published code).
-    Beyond that it is attention with an online softmax, one memory entry at a time, without
+    Beyond that it is the online read: attention with a running softmax, one memory entry at a time, without
     stacking the memory: at most ``chunk_bytes`` of scores exist at once (query positions are
     split into blocks when one entry's scores would exceed that), so memory stays flat as T grows;
     the result equals the naive read up to float rounding. Both run in fp32 also under autocast
@@ -294,7 +294,7 @@ def _read_memory_online(
     return torch.cat([read, query_value], dim=1)
 
 
-MEMORY_READS = {"naive": read_memory_naive, "chunked": read_memory_chunked}
+MEMORY_READS = {"naive": read_memory_naive, "bounded": read_memory_bounded}
 
 
 def soft_aggregate(object_probs: torch.Tensor) -> torch.Tensor:
@@ -313,17 +313,17 @@ class STM(nn.Module):
     """Space-time memory network with named ``memorize`` and ``segment`` steps.
 
     Args:
-        memory_read: "chunked" (the published read while the affinity fits a memory budget,
+        memory_read: "bounded" (the published read while the affinity fits a memory budget,
             an online-softmax read beyond it: memory flat in T) or "naive" (always the published
             read: memory grows with T * (h * w)^2).
         share_skips: compute the decoder's skip branches once per frame instead of once per
             object, as the published code does (the same sums in another batch layout: equal up
             to float rounding; about 15% less work).
-        read_budget: bytes of affinity the chunked read may hold at once (``READ_CHUNK_BYTES``).
+        read_budget: bytes of affinity the bounded read may hold at once (``READ_CHUNK_BYTES``).
     """
 
     def __init__(
-        self, memory_read: str = "chunked", share_skips: bool = False, read_budget: int = READ_CHUNK_BYTES
+        self, memory_read: str = "bounded", share_skips: bool = False, read_budget: int = READ_CHUNK_BYTES
     ) -> None:
         super().__init__()
         self.Encoder_M = MemoryEncoder()
@@ -374,8 +374,8 @@ class STM(nn.Module):
         key, value = self.KV_Q_r4(r4)  # 1 x 128 / 512 x f16
         objects = memory[0].keys.shape[0]
         query_key, query_value = key.expand(objects, -1, -1, -1), value.expand(objects, -1, -1, -1)
-        if self.memory_read == "chunked":
-            read = read_memory_chunked(memory, query_key, query_value, self.read_budget)  # O, 1024, f16
+        if self.memory_read == "bounded":
+            read = read_memory_bounded(memory, query_key, query_value, self.read_budget)  # O, 1024, f16
         else:
             read = read_memory_naive(memory, query_key, query_value)
         if self.share_skips:

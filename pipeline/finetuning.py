@@ -16,14 +16,12 @@ from pathlib import Path
 
 from yacs.config import CfgNode
 
-from dataset.clip import Clip
-from inference.records import file_digest
-from training.loop import run_dir_for
+from dataset.clip import Clip, file_digest
+from training.layout import RunFolder
 from utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
-RECORD_NAME = "inputs.json"
 # Keys that change how often things are logged or saved, not the weights a finetuning ends with.
 NOT_INPUTS = {"PRINT_FREQ", "IMAGE_FREQ", "SAVE_FREQ", "NUM_WORKERS", "OUTDIR", "EXP_SUFFIX", "PATH"}
 
@@ -64,9 +62,8 @@ def plan_finetuning(
     """Reuse the last finetuning of this clip when its inputs are unchanged; when they changed
     (a keyframe added, redrawn or removed, another config): keep its checkpoint with
     ``keep_finetuned``, continue from it for ``refine_steps`` steps, or train afresh."""
-    run_dir = run_dir_for(cfg, cfg_path)
     inputs = finetuning_inputs(cfg, clip)
-    previous = read_record(run_dir)
+    previous = read_record(RunFolder.of(cfg, cfg_path))
     earlier = Path(previous["checkpoint"]) if previous else None
     if earlier is None or not earlier.exists():
         return FinetuningPlan(None, cfg, cfg_path, inputs, "finetuned")
@@ -87,9 +84,9 @@ def plan_finetuning(
     return FinetuningPlan(None, cfg, cfg_path, inputs, "finetuned afresh (inputs changed)")
 
 
-def read_record(run_dir: Path) -> dict | None:
+def read_record(run_dir: RunFolder) -> dict | None:
     try:
-        record = json.loads((run_dir / RECORD_NAME).read_text())
+        record = json.loads(run_dir.record.read_text())
         return record if isinstance(record.get("fingerprint"), str) and "checkpoint" in record else None
     except (OSError, ValueError, AttributeError):
         return None
@@ -97,4 +94,4 @@ def read_record(run_dir: Path) -> dict | None:
 
 def write_record(cfg: CfgNode, cfg_path: Path, inputs: dict, checkpoint: Path) -> None:
     """Record (in the clip's base run folder) that ``checkpoint`` came from ``inputs``."""
-    atomic_write_json(run_dir_for(cfg, cfg_path) / RECORD_NAME, {**inputs, "checkpoint": str(checkpoint)})
+    atomic_write_json(RunFolder.of(cfg, cfg_path).record, {**inputs, "checkpoint": str(checkpoint)}, durable=True)

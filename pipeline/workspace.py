@@ -33,7 +33,7 @@ class WorkspaceJob:
     overrides: tuple[str, ...] = ()
     checkpoint: Path | None = None
     gt_root: Path | None = None
-    gt_width: int = 10
+    gt_band_diameter: int = 10
     refine_steps: int = 0
     keep_finetuned: bool = False
 
@@ -95,7 +95,7 @@ def process_clip(clip_dir: Path, job: WorkspaceJob, world: World, device: torch.
         outcome.suggested = read_uncertainty(run.result).get("suggested", [])
     if job.gt_root is not None:
         scores = evaluate_folders(
-            run.result.ensemble_dir, job.gt_root / clip_dir.name, width=job.gt_width,
+            run.result.ensemble_dir, job.gt_root / clip_dir.name, width=job.gt_band_diameter,
             skip={clip.stems[k] for k in clip.keyframe_indices},
         )  # fmt: skip
         outcome.miou = scores.miou

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,24 @@ def pytest_addoption(parser):
     )
 
 
+TIERS = ("unit", "cli", "e2e")
+
+
+def tier_of(item) -> str | None:
+    """The test's tier: its closest tier marker (a test's own marker wins over its module's)."""
+    for marker in item.iter_markers():
+        if marker.name in TIERS:
+            return marker.name
+    return None
+
+
 def pytest_collection_modifyitems(config, items):
+    untiered = [item.nodeid for item in items if tier_of(item) is None]
+    if untiered:
+        raise pytest.UsageError(
+            f"{len(untiered)} test(s) have no tier marker (unit, cli or e2e), e.g. {untiered[0]}; "
+            "mark the module (pytestmark = pytest.mark.unit) or the test"
+        )
     order = config.getoption("--order")
     if not order:
         return
@@ -29,6 +47,19 @@ def pytest_collection_modifyitems(config, items):
         random.Random(int(order.split(":", 1)[1])).shuffle(items)
     else:
         raise pytest.UsageError(f"--order {order!r}: use reverse or shuffle:SEED")
+
+
+@pytest.fixture(autouse=True)
+def unit_tests_start_no_process(request, monkeypatch):
+    """The unit tier is the inner loop: a unit test that starts a child process fails, so that
+    the tier stays in-process (and fast). Such a test belongs to the cli or e2e tier."""
+    if tier_of(request.node) != "unit":
+        return
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"{request.node.nodeid} is marked unit but starts a child process: mark it e2e")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
 
 
 @pytest.fixture(scope="session")
@@ -78,3 +109,10 @@ def pytest_runtest_makereport(item, call):
             )
         except Exception as exc:  # a broken browser must not hide the test's own failure
             report.sections.append(("screenshot", f"could not take one: {exc}"))
+
+
+def pytest_collection_finish(session):
+    """A test must carry one tier: a module marker and a different test marker would put it in two."""
+    both = [item.nodeid for item in session.items if len({m.name for m in item.iter_markers()} & set(TIERS)) > 1]
+    if both:
+        raise pytest.UsageError(f"{both[0]} carries two tier markers; mark each test of a mixed module on its own")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
-import json
 import logging
 import os
 import subprocess
@@ -16,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from inference.layout import ResultFolder
 from utils.errors import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,6 +26,12 @@ TOL_LEVELS = 2
 MIN_WITHIN = 0.999
 MAX_MEAN = 0.25
 CLEAR_MARGIN = 8.0
+# Clear-cut ensemble labels the parity tests tolerate per frame. The published code itself, run on
+# an AVX512 CPU (Zen 4) with 1 and with 2 threads, differs from its own stored output by one
+# clear-cut label on this case (the loud parity weights amplify rounding by up to 26 levels on a
+# few pixels); one label of 7,200 per frame covers that noise, while any real change of the
+# computation moves hundreds (tests/test_parity.py keeps the negative controls).
+PARITY_CLEAR_SLACK = 1
 
 
 def run_script(
@@ -49,49 +55,51 @@ def write_cfg(path: Path, dataset_path: Path, extra: str = "") -> Path:
     return path
 
 
-def compare_results(expected: Path, actual: Path) -> list[str]:
+def compare_results(expected: Path, actual: Path, clear_slack: int = 0) -> list[str]:
     """Problems between two <clip>_mem<N> folders: the checks and tolerances of the shared
-    ../shared/parity/compare.py (tests/test_parity.py shows it can fail)."""
+    ../shared/parity/compare.py (tests/test_parity.py shows it can fail). The folders are read
+    through ``inference.layout.ResultFolder``, which owns their layout. ``clear_slack``: clear-cut
+    ensemble labels tolerated per frame (compare.py's PARITY_CLEAR_SLACK)."""
     problems = []
-    conf_e = json.loads((expected / "conf.json").read_text())
-    conf_a = json.loads((actual / "conf.json").read_text())
+    want, got = ResultFolder(expected), ResultFolder(actual)
+    conf_e, conf_a = want.read_conf(), got.read_conf()
     if len(conf_e) != len(conf_a):
         problems.append(f"conf.json: {len(conf_a)} parts, expected {len(conf_e)}")
     for k, (ce, ca) in enumerate(zip(conf_e, conf_a)):
         if sorted(ce) != sorted(ca) or any(abs(ce[s] - ca[s]) > 1e-6 for s in ce):
             problems.append(f"conf.json part {k} differs")
-    files_e = sorted(p.relative_to(expected) for p in expected.glob("part*/*_tri.png"))
-    files_a = sorted(p.relative_to(actual) for p in actual.glob("part*/*_tri.png"))
+    files_e = {(k, stem) for k in want.part_dirs() for stem in want.part_stems(k)}
+    files_a = {(k, stem) for k in got.part_dirs() for stem in got.part_stems(k)}
     if files_e != files_a:
-        problems.append(f"part files differ: {set(files_e) ^ set(files_a)}")
-    for rel in set(files_e) & set(files_a):
-        e = cv2.imread(str(expected / rel), cv2.IMREAD_UNCHANGED).astype(np.int16)
-        a = cv2.imread(str(actual / rel), cv2.IMREAD_UNCHANGED)
+        problems.append(f"part files differ: {sorted(files_e ^ files_a)[:5]}")
+    for k, stem in sorted(files_e & files_a):
+        e = cv2.imread(str(want.part_png(k, stem)), cv2.IMREAD_UNCHANGED).astype(np.int16)
+        a = cv2.imread(str(got.part_png(k, stem)), cv2.IMREAD_UNCHANGED)
         if a is None or a.shape != e.shape or a.dtype != np.uint8:
-            problems.append(f"{rel}: unreadable or wrong shape/dtype")
+            problems.append(f"part{k}/{stem}: unreadable or wrong shape/dtype")
             continue
         d = np.abs(a.astype(np.int16) - e)
         if (d <= TOL_LEVELS).mean() < MIN_WITHIN or d.mean() > MAX_MEAN:
-            problems.append(f"{rel}: mean |diff| {d.mean():.3f}, max {d.max()}")
-    for ens_e in sorted(expected.glob("ensemble/*_trimap.png")):
-        stem = ens_e.name[: -len("_trimap.png")]
-        e = cv2.imread(str(ens_e), cv2.IMREAD_GRAYSCALE)
-        a = cv2.imread(str(actual / "ensemble" / ens_e.name), cv2.IMREAD_GRAYSCALE)
+            problems.append(f"part{k}/{stem}: mean |diff| {d.mean():.3f}, max {d.max()}")
+    for stem in want.ensemble_stems():
+        e = cv2.imread(str(want.ensemble_png(stem)), cv2.IMREAD_GRAYSCALE)
+        a = cv2.imread(str(got.ensemble_png(stem)), cv2.IMREAD_GRAYSCALE)
         if a is None or a.shape != e.shape:
-            problems.append(f"ensemble/{ens_e.name}: missing or wrong shape")
+            problems.append(f"ensemble {stem}: missing or wrong shape")
             continue
         if not set(np.unique(a)) <= {0, 128, 255}:
-            problems.append(f"ensemble/{ens_e.name}: values other than 0/128/255")
+            problems.append(f"ensemble {stem}: values other than 0/128/255")
         parts = [
-            (cv2.imread(str(expected / f"part{k}" / f"{stem}_tri.png")).astype(np.float64), part[stem])
+            (cv2.imread(str(want.part_png(k, stem))).astype(np.float64), part[stem])
             for k, part in enumerate(conf_e)
             if stem in part
         ]
         scores = parts[0][0] if len(parts) == 1 else sum(p * w for p, w in parts)
         top = np.sort(scores, axis=2)
         clear = (top[..., 2] - top[..., 1]) > CLEAR_MARGIN
-        if ((a != e) & clear).any():
-            problems.append(f"ensemble/{ens_e.name}: {int(((a != e) & clear).sum())} clear-cut labels differ")
+        wrong = int(((a != e) & clear).sum())
+        if wrong > clear_slack:
+            problems.append(f"ensemble {stem}: {wrong} clear-cut labels differ")
     return problems
 
 

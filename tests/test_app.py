@@ -31,14 +31,47 @@ def app(tmp_path, workspace, parity_weights):
     yield application
     runner = application.extensions["trimap_runner"]
     runner.cancel()
-    wait_for_job(application.test_client(), timeout=30, allow_running=True)
+    wait_for_job(stranger(application), timeout=30, allow_running=True)
+
+
+HOST = "127.0.0.1:8765"  # AppConfig's default port
+
+
+class Client:
+    """Flask's test client at a given Host, with headers sent on every request."""
+
+    def __init__(self, app, host: str = HOST, headers: dict | None = None, cookie: str | None = None) -> None:
+        self.client, self.host, self.headers = app.test_client(), host, headers or {}
+        if cookie is not None:
+            self.client.set_cookie("trimap_token_8765", cookie, domain=host.split(":")[0])
+
+    def open(self, method: str, path: str, **kwargs):
+        headers = {**self.headers, **kwargs.pop("headers", {})}
+        return self.client.open(path, method=method, base_url=f"http://{self.host}", headers=headers, **kwargs)
+
+    def get(self, path, **kwargs):
+        return self.open("GET", path, **kwargs)
+
+    def post(self, path, **kwargs):
+        return self.open("POST", path, **kwargs)
+
+    def put(self, path, **kwargs):
+        return self.open("PUT", path, **kwargs)
+
+
+def as_page(app):
+    """A client that behaves like the page after the token matched: the cookie and the XSRF header."""
+    return Client(app, headers={"X-XSRF-Token": app.extensions["trimap_guard"].xsrf}, cookie=TOKEN)
+
+
+def stranger(app, host: str = HOST):
+    """A client with nothing: no cookie, no header."""
+    return Client(app, host)
 
 
 @pytest.fixture
 def client(app):
-    client = app.test_client()
-    client.set_cookie("trimap_token", TOKEN)
-    return client
+    return as_page(app)
 
 
 def wait_for_job(client, timeout: float = 120, allow_running: bool = False) -> dict | None:
@@ -53,19 +86,21 @@ def wait_for_job(client, timeout: float = 120, allow_running: bool = False) -> d
     raise AssertionError("the job did not finish in time")
 
 
+@pytest.mark.unit
 def test_every_request_needs_the_token(app):
-    anonymous = app.test_client()
+    anonymous = stranger(app)
     for path in ("/", "/static/app.js", "/api/clips", "/api/clips/clip/frame/00000", "/api/job"):
         response = anonymous.get(path)
         assert response.status_code == 403 and "token" in response.get_json()["error"], path
     assert anonymous.get("/api/clips", headers={"X-Token": "wrong"}).status_code == 403
     assert anonymous.get("/api/clips", headers={"X-Token": TOKEN}).status_code == 200
     first = anonymous.get(f"/?token={TOKEN}")  # the printed address: sets the cookie, drops the token
-    assert first.status_code == 302 and "trimap_token" in first.headers["Set-Cookie"]
+    assert first.status_code == 302 and "trimap_token_8765=" in first.headers["Set-Cookie"]
     assert "HttpOnly" in first.headers["Set-Cookie"] and "SameSite=Strict" in first.headers["Set-Cookie"]
     assert anonymous.get("/").status_code == 200  # the cookie now carries the token
 
 
+@pytest.mark.unit
 def test_the_page_and_its_assets_come_from_the_app(client):
     page = client.get("/").get_data(as_text=True)
     assert "/static/app.js" in page and "/static/app.css" in page
@@ -75,6 +110,7 @@ def test_the_page_and_its_assets_come_from_the_app(client):
         assert "https://" not in body and "http://" not in body
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "path",
     [
@@ -90,6 +126,7 @@ def test_path_traversal_is_refused(client, path):
     assert b"root:" not in response.get_data()
 
 
+@pytest.mark.unit
 def test_clips_frames_and_keyframes(client):
     clips = client.get("/api/clips").get_json()["clips"]
     assert clips == [{"name": "clip", "frames": 5, "keyframes": 2, "propagated": False}]
@@ -105,6 +142,7 @@ def test_clips_frames_and_keyframes(client):
     assert client.get("/api/clips/clip/result/00002").status_code == 404
 
 
+@pytest.mark.unit
 def test_saving_a_trimap_snaps_it_and_keeps_a_backup_once(client, workspace):
     original = (workspace / "clip" / "00000_trimap.png").read_bytes()
     drawn = np.full((40, 56), 128, np.uint8)
@@ -121,6 +159,7 @@ def test_saving_a_trimap_snaps_it_and_keeps_a_backup_once(client, workspace):
     assert client.get("/api/clips/clip").get_json()["keyframes"] == ["00000", "00002", "00004"]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("body", "status", "message"),
     [
@@ -138,6 +177,7 @@ def test_bad_uploads_get_a_message_and_change_nothing(client, workspace, body, s
     assert not (workspace / "clip" / "00001_trimap.png").exists()
 
 
+@pytest.mark.unit
 def test_fill_from_a_mask(client):
     mask = np.zeros((40, 56), np.uint8)
     mask[10:30, 15:40] = 255
@@ -151,6 +191,7 @@ def test_fill_from_a_mask(client):
     assert bad.status_code == 400
 
 
+@pytest.mark.e2e
 def test_a_job_propagates_fuses_and_its_results_are_served(client):
     assert client.post("/api/job", json={"clip": "clip", "kind": "matte"}).status_code == 409  # nothing fused yet
     started = client.post("/api/job", json={"clip": "clip", "kind": "propagate"})
@@ -165,6 +206,7 @@ def test_a_job_propagates_fuses_and_its_results_are_served(client):
     assert client.get("/api/clips/clip/uncertainty.png").status_code == 200
 
 
+@pytest.mark.e2e
 def test_a_job_can_be_cancelled(client, workspace):
     started = client.post("/api/job", json={"clip": "clip", "kind": "propagate"})
     assert started.status_code == 202
@@ -176,6 +218,7 @@ def test_a_job_can_be_cancelled(client, workspace):
     assert not list((workspace.parent / "results").rglob("*.tmp")), "no half-written file"
 
 
+@pytest.mark.unit
 def test_bad_job_requests(client):
     assert client.post("/api/job", json={"clip": "nope", "kind": "propagate"}).status_code == 404
     assert client.post("/api/job", json={"clip": "clip", "kind": "rm -rf"}).status_code == 400

@@ -13,13 +13,17 @@ import numpy as np
 import pytest
 
 from dataset.synthetic import make_synthetic_clip
-from webapp.server import AppConfig, create_app
+from webapp.server import AppConfig, make_app_server
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER),
-    reason="needs Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver; .ci/run does)",
-)
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        not (CHROMIUM and CHROMEDRIVER),
+        reason="needs Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)",
+    ),
+]
+
 TOKEN = "browser-test-token"
 
 
@@ -27,12 +31,9 @@ TOKEN = "browser-test-token"
 def served(tmp_path, parity_weights):
     """The app on a free local port over a 6-frame clip (keyframes 0 and 5), propagating with the
     parity weights (no finetuning)."""
-    from werkzeug.serving import make_server
-
     make_synthetic_clip(tmp_path / "ws", "clip", num_frames=6, size=(60, 84), keyframes=(0, 5), seed=2,
                         gt_root=tmp_path / "gt")  # fmt: skip
-    app = create_app(AppConfig(tmp_path / "ws", tmp_path / "results", TOKEN, load=parity_weights))
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+    server, app = make_app_server(AppConfig(tmp_path / "ws", tmp_path / "results", TOKEN, load=parity_weights, port=0))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}", tmp_path / "ws" / "clip"

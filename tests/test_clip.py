@@ -5,9 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dataset.clip import check_sizes, read_frame, scan_clip
+from dataset.clip import check_sizes, scan_clip
 from utils.errors import UserError
+from utils.images import read_rgb
 from utils.io import atomic_write_png
+
+pytestmark = pytest.mark.unit
 
 
 def write(folder, name, image):
@@ -86,7 +89,7 @@ def test_frames_are_read_in_rgb_order(tmp_path):
     bgr[..., 0] = 10  # blue
     bgr[..., 2] = 200  # red
     write(tmp_path, "x_rgb.png", bgr)
-    rgb = read_frame(tmp_path / "x_rgb.png")
+    rgb = read_rgb(tmp_path / "x_rgb.png")
     assert rgb[0, 0].tolist() == [200, 0, 10]
 
 
@@ -103,13 +106,13 @@ def test_grey_rgba_and_16_bit_frames_are_converted_to_8_bit_rgb(tmp_path):
     bgr[..., 0], bgr[..., 1], bgr[..., 2] = 10, 120, 250
     grey = np.array([[0, 77, 255], [1, 128, 254]], np.uint8)
     write(tmp_path, "grey_rgb.png", grey)
-    assert (read_frame(tmp_path / "grey_rgb.png") == grey[..., None]).all()  # R = G = B = grey
+    assert (read_rgb(tmp_path / "grey_rgb.png") == grey[..., None]).all()  # R = G = B = grey
     rgba = np.dstack([bgr, np.full((2, 3), 7, np.uint8)])  # alpha is dropped, not multiplied in
     write(tmp_path, "rgba_rgb.png", rgba)
-    assert (read_frame(tmp_path / "rgba_rgb.png") == [250, 120, 10]).all()
+    assert (read_rgb(tmp_path / "rgba_rgb.png") == [250, 120, 10]).all()
     deep = bgr.astype(np.uint16) * 257  # 8-bit values scaled to 16 bits come back exactly
     deep[0, 0] = (1000, 65535, 128)  # others are rounded: 1000 / 257 = 3.9 -> 4, 128 / 257 -> 0
     write(tmp_path, "deep_rgb.png", deep)
-    frame = read_frame(tmp_path / "deep_rgb.png")
+    frame = read_rgb(tmp_path / "deep_rgb.png")
     assert frame.dtype == np.uint8
     assert frame[0, 0].tolist() == [0, 255, 4] and (frame[1] == [250, 120, 10]).all()

@@ -9,7 +9,7 @@ import pytest
 
 from helpers import run_script
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from utils.distributed import share_by_load
 from utils.io import atomic_write_png
 
 
+@pytest.mark.unit
 def test_share_by_load_balances_and_covers_everything():
     loads = [5, 4, 3, 3, 1]
     shares = share_by_load(loads, 2)
@@ -25,6 +26,7 @@ def test_share_by_load_balances_and_covers_everything():
     assert share_by_load([5], 3) == [[0], [], []]
 
 
+@pytest.mark.e2e
 def test_torchrun_parts_give_the_single_process_bytes(tmp_path, parity_weights):
     clip = make_synthetic_clip(tmp_path / "ws", "clip", num_frames=9, size=(40, 56), keyframes=(2, 6), seed=8)
     cfg = write_cfg(tmp_path / "c.yaml", clip.folder)
@@ -53,11 +55,12 @@ def workspace(tmp_path):
     return tmp_path / "ws", base, tmp_path / "gt"
 
 
+@pytest.mark.e2e
 def test_workspace_with_two_ranks_processes_each_clip_once_and_resumes(tmp_path, workspace):
     ws, base, gt = workspace
     save = tmp_path / "results"
     run = run_torchrun(
-        "run_workspace.py", "--workspace", ws, "--save", save, "--cfg", base, "--gt", gt, "--device", "cpu"
+        "tgm.py", "workspace", "--workspace", ws, "--save", save, "--cfg", base, "--gt", gt, "--device", "cpu"
     )
     assert run.returncode == 0, run.stderr
     summary = json.loads((save / "summary.json").read_text())
@@ -72,18 +75,19 @@ def test_workspace_with_two_ranks_processes_each_clip_once_and_resumes(tmp_path,
     # a rerun skips what is complete; a removed ensemble is redone
     for png in (save / "beta_mem5" / "ensemble").glob("*.png"):
         png.unlink()
-    again = run_script("run_workspace.py", "--workspace", ws, "--save", save, "--cfg", base)
+    again = run_script("tgm.py", "workspace", "--workspace", ws, "--save", save, "--cfg", base)
     assert again.returncode == 0, again.stderr
     statuses = {s["clip"]: s["status"] for s in json.loads((save / "summary.json").read_text())}
     assert statuses == {"alpha": "skipped", "beta": "done", "gamma": "skipped"}
     assert "finetuning already done" in again.stderr
 
 
+@pytest.mark.e2e
 def test_a_failing_clip_is_reported_and_the_others_finish(tmp_path, workspace):
     ws, base, _ = workspace
     (ws / "beta" / "00000_trimap.png").unlink()
     (ws / "beta" / "00003_trimap.png").unlink()
-    run = run_script("run_workspace.py", "--workspace", ws, "--save", tmp_path / "r", "--cfg", base)
+    run = run_script("tgm.py", "workspace", "--workspace", ws, "--save", tmp_path / "r", "--cfg", base)
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert "1 clip(s) failed: beta" in run.stderr
     summary = {s["clip"]: s for s in json.loads((tmp_path / "r" / "summary.json").read_text())}
@@ -91,6 +95,7 @@ def test_a_failing_clip_is_reported_and_the_others_finish(tmp_path, workspace):
     assert summary["alpha"]["status"] == summary["gamma"]["status"] == "done"
 
 
+@pytest.mark.e2e
 def test_finetuning_under_torchrun_writes_one_checkpoint(tmp_path):
     clip = make_synthetic_clip(tmp_path / "ws", "clip", num_frames=4, size=(40, 56), keyframes=(0, 3), seed=1)
     cfg = write_cfg(tmp_path / "clip.yaml", clip.folder)
@@ -131,10 +136,11 @@ def atomic_write_png_dir(folder, name, image):
     atomic_write_png(folder / name, image)
 
 
+@pytest.mark.e2e
 def test_vm108_import_composites_and_writes_ground_truth(tmp_path):
     root = tmp_path / "VideoMatting108"
     fake_vm108(root)
-    run = run_script("import_vm108.py", "--root", root, "--out", tmp_path / "out", "--width", "narrow",
+    run = run_script("tgm.py", "import-vm108", "--root", root, "--out", tmp_path / "out", "--band_diameter", "narrow",
                      "--keyframes", "0", "2")  # fmt: skip
     assert run.returncode == 0, run.stderr
     clip = tmp_path / "out" / "val" / "v1"
@@ -155,12 +161,13 @@ def test_vm108_import_composites_and_writes_ground_truth(tmp_path):
     assert alpha[15, 10] == 128
 
 
+@pytest.mark.e2e
 def test_vm108_import_names_what_is_missing(tmp_path):
     root = tmp_path / "VideoMatting108"
     fake_vm108(root)
     (root / "val_videos.txt").unlink()
-    run = run_script("import_vm108.py", "--root", root, "--out", tmp_path / "out")
+    run = run_script("tgm.py", "import-vm108", "--root", root, "--out", tmp_path / "out")
     assert run.returncode == 2 and "val_videos.txt is missing" in run.stderr
-    run = run_script("import_vm108.py", "--root", root, "--out", tmp_path / "out", "--split", "train",
+    run = run_script("tgm.py", "import-vm108", "--root", root, "--out", tmp_path / "out", "--split", "train",
                      "--videos", "v9")  # fmt: skip
     assert run.returncode == 2 and "no frames of video 'v9'" in run.stderr

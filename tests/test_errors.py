@@ -62,19 +62,23 @@ def check_untouched(clip_dir: Path, before: dict[str, str]) -> None:
 # --- the clip folder -----------------------------------------------------------------------------
 
 
+@pytest.mark.cli
 def test_dataset_path_missing(tmp_path, propagate):
     assert_user_error(propagate(tmp_path / "nowhere"), "nowhere does not exist")
 
 
+@pytest.mark.cli
 def test_dataset_path_is_a_file(tmp_path, clip, propagate):
     assert_user_error(propagate(clip / "00000_rgb.png"), "00000_rgb.png is not a folder")
 
 
+@pytest.mark.cli
 def test_dataset_path_empty(tmp_path, propagate):
     (tmp_path / "empty").mkdir()
     assert_user_error(propagate(tmp_path / "empty"), "empty has no frames", "it is empty")
 
 
+@pytest.mark.cli
 def test_dataset_path_without_frames(tmp_path, propagate):
     folder = tmp_path / "other"
     folder.mkdir()
@@ -82,6 +86,7 @@ def test_dataset_path_without_frames(tmp_path, propagate):
     assert_user_error(propagate(folder), "other has no frames", "_rgb.png")
 
 
+@pytest.mark.cli
 def test_no_keyframes(tmp_path, clip, propagate):
     for trimap in clip.glob("*_trimap.png"):
         trimap.unlink()
@@ -90,6 +95,7 @@ def test_no_keyframes(tmp_path, clip, propagate):
     check_untouched(clip, before)
 
 
+@pytest.mark.cli
 @pytest.mark.parametrize(
     ("gt_idx", "culprit"),
     [("[9]", "GT_IDX names frame 9"), ("[0, 0]", "frame 0 more than once"), ("[1]", "00001_trimap.png does not exist")],
@@ -100,31 +106,37 @@ def test_bad_gt_idx(tmp_path, clip, gt_idx, culprit, propagate):
     check_untouched(clip, before)
 
 
+@pytest.mark.cli
 def test_trimap_without_frame(tmp_path, clip, propagate):
     shutil.copy(clip / "00000_trimap.png", clip / "00099_trimap.png")
     assert_user_error(propagate(clip), "00099_trimap.png has no matching frame")
 
 
+@pytest.mark.cli
 def test_two_files_for_one_stem(tmp_path, clip, propagate):
     shutil.copy(clip / "00001_rgb.png", clip / "00001_rgb.PNG")
     assert_user_error(propagate(clip), "two files for rgb '00001'", "00001_rgb.PNG")
 
 
+@pytest.mark.cli
 def test_frames_of_other_formats_are_named(tmp_path, clip, propagate):
     cv2.imwrite(str(clip / "00005_rgb.jpg"), np.zeros((40, 56, 3), np.uint8))
     assert_user_error(propagate(clip), "00005_rgb.jpg would not be read")
 
 
+@pytest.mark.cli
 def test_frames_of_different_sizes(tmp_path, clip, propagate):
     atomic_write_png(clip / "00002_rgb.png", np.zeros((41, 56, 3), np.uint8))
     assert_user_error(propagate(clip), "00002_rgb.png is 56x41", "one size")
 
 
+@pytest.mark.cli
 def test_trimap_of_another_size(tmp_path, clip, propagate):
     atomic_write_png(clip / "00003_trimap.png", np.zeros((40, 50), np.uint8))
     assert_user_error(propagate(clip), "00003_trimap.png is 50x40", "size of its frame")
 
 
+@pytest.mark.cli
 def test_unreadable_frame(tmp_path, clip, propagate):
     (clip / "00002_rgb.png").write_bytes(b"this is not an image")
     before = snapshot(clip)
@@ -132,12 +144,14 @@ def test_unreadable_frame(tmp_path, clip, propagate):
     check_untouched(clip, before)
 
 
+@pytest.mark.cli
 def test_truncated_frame(tmp_path, clip, propagate):
     data = (clip / "00002_rgb.png").read_bytes()
     (clip / "00002_rgb.png").write_bytes(data[: len(data) // 2])
     assert_user_error(propagate(clip), "00002_rgb.png is a truncated PNG")
 
 
+@pytest.mark.cli
 @pytest.mark.parametrize("kind", ["grey", "rgba", "16-bit"])
 def test_grey_rgba_and_16_bit_frames_are_converted_and_said(tmp_path, clip, kind, propagate):
     for frame in clip.glob("*_rgb.png"):
@@ -155,6 +169,7 @@ def test_grey_rgba_and_16_bit_frames_are_converted_and_said(tmp_path, clip, kind
     assert expected[kind] in run.stderr
 
 
+@pytest.mark.cli
 def test_colour_trimap_is_read_as_grey_with_a_warning(tmp_path, clip, propagate):
     grey = cv2.imread(str(clip / "00000_trimap.png"), cv2.IMREAD_GRAYSCALE)
     colour = np.zeros((*grey.shape, 3), np.uint8)
@@ -166,6 +181,7 @@ def test_colour_trimap_is_read_as_grey_with_a_warning(tmp_path, clip, propagate)
     assert "00000_trimap.png is a colour image" in run.stderr
 
 
+@pytest.mark.cli
 def test_keyframe_without_foreground_warns_when_propagating(tmp_path, clip, propagate):
     grey = cv2.imread(str(clip / "00003_trimap.png"), cv2.IMREAD_GRAYSCALE)
     grey[grey == 255] = 128
@@ -175,6 +191,7 @@ def test_keyframe_without_foreground_warns_when_propagating(tmp_path, clip, prop
     assert "00003_trimap.png has no foreground" in run.stderr
 
 
+@pytest.mark.cli
 def test_save_inside_the_clip_folder(tmp_path, clip, parity_weights):
     before = snapshot(clip)
     cfg = write_cfg(tmp_path / "c.yaml", clip)
@@ -183,6 +200,7 @@ def test_save_inside_the_clip_folder(tmp_path, clip, parity_weights):
     check_untouched(clip, before)
 
 
+@pytest.mark.cli
 def test_save_that_cannot_be_created(tmp_path, clip, parity_weights):
     (tmp_path / "a_file").write_text("x")
     cfg = write_cfg(tmp_path / "c.yaml", clip)
@@ -193,15 +211,18 @@ def test_save_that_cannot_be_created(tmp_path, clip, parity_weights):
 # --- checkpoints and options ---------------------------------------------------------------------
 
 
+@pytest.mark.cli
 def test_checkpoint_missing(tmp_path, clip, propagate):
     assert_user_error(propagate(clip, load=tmp_path / "none.pth"), "none.pth does not exist")
 
 
+@pytest.mark.cli
 def test_checkpoint_not_a_torch_file(tmp_path, clip, propagate):
     (tmp_path / "bad.pth").write_text("hello")
     assert_user_error(propagate(clip, load=tmp_path / "bad.pth"), "bad.pth is not a readable PyTorch file")
 
 
+@pytest.mark.cli
 def test_checkpoint_of_another_architecture(tmp_path, clip, propagate):
     torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7), "fc.weight": torch.zeros(10, 2048)}, tmp_path / "r50.pth")
     assert_user_error(
@@ -212,6 +233,7 @@ def test_checkpoint_of_another_architecture(tmp_path, clip, propagate):
     )
 
 
+@pytest.mark.cli
 @pytest.mark.parametrize(
     ("flags", "culprit"),
     [
@@ -225,18 +247,22 @@ def test_bad_memory_options(tmp_path, clip, flags, culprit, propagate):
     assert_user_error(propagate(clip, *flags), culprit)
 
 
+@pytest.mark.cli
 def test_unknown_config_key(tmp_path, clip, propagate):
     assert_user_error(propagate(clip, cfg_extra="TRAIN:\n  LEARNING_RATE: 0.1\n"), "TRAIN.LEARNING_RATE")
 
 
+@pytest.mark.cli
 def test_config_value_of_the_wrong_type(tmp_path, clip, propagate):
     assert_user_error(propagate(clip, cfg_extra="FINETUNE:\n  DILATION: wide\n"), "FINETUNE.DILATION")
 
 
+@pytest.mark.cli
 def test_override_of_an_unknown_key(tmp_path, clip, propagate):
     assert_user_error(propagate(clip, "TRAIN.NOPE", "1"), "TRAIN.NOPE")
 
 
+@pytest.mark.e2e
 def test_debug_shows_the_traceback(tmp_path, parity_weights):
     cfg = write_cfg(tmp_path / "c.yaml", tmp_path / "nowhere")
     run = run_script("test_mf_2.py", "--cfg", cfg, "--load", parity_weights, "--save", tmp_path / "out", "--debug")
@@ -254,6 +280,7 @@ def finetune(tmp_path, clip, *overrides):
     )  # fmt: skip
 
 
+@pytest.mark.unit
 def test_finetuning_refuses_a_keyframe_without_foreground(tmp_path, clip):
     grey = cv2.imread(str(clip / "00003_trimap.png"), cv2.IMREAD_GRAYSCALE)
     grey[grey == 255] = 128
@@ -263,10 +290,12 @@ def test_finetuning_refuses_a_keyframe_without_foreground(tmp_path, clip):
     check_untouched(clip, before)
 
 
+@pytest.mark.unit
 def test_finetuning_crop_larger_than_the_frames(tmp_path, clip):
     assert_user_error(finetune(tmp_path, clip, "TRAIN.TRAIN_INPUT_SIZE", "(512, 512)"), "TRAIN_INPUT_SIZE (512, 512)")
 
 
+@pytest.mark.unit
 def test_finetuning_optimizer_file_that_does_not_fit(tmp_path, clip):
     torch.save({"optimizer": {"state": {}, "param_groups": []}, "step": 3}, tmp_path / "opt.pth.tar")
     run = finetune(tmp_path, clip, "TRAIN.LOAD_OPT", tmp_path / "opt.pth.tar")
@@ -275,6 +304,7 @@ def test_finetuning_optimizer_file_that_does_not_fit(tmp_path, clip):
     assert_user_error(finetune(tmp_path, clip, "TRAIN.LOAD_OPT", tmp_path / "junk.pth.tar"), "junk.pth.tar")
 
 
+@pytest.mark.unit
 def test_finetuning_output_inside_the_clip_folder(tmp_path, clip):
     before = snapshot(clip)
     assert_user_error(finetune(tmp_path, clip, "SYSTEM.OUTDIR", clip / "log"), "inside the clip folder")
@@ -292,6 +322,7 @@ def result(tmp_path, clip, propagate):
     return tmp_path / "out" / "clip_mem5", clip.parent
 
 
+@pytest.mark.cli
 def test_ensemble_result_without_conf_json(result):
     folder, workspace = result
     (folder / "conf.json").unlink()
@@ -301,6 +332,7 @@ def test_ensemble_result_without_conf_json(result):
     assert_user_error(run, "clip_mem5/conf.json is missing")
 
 
+@pytest.mark.cli
 def test_ensemble_part_png_missing(result):
     folder, workspace = result
     (folder / "part1" / "00002_tri.png").unlink()
@@ -308,6 +340,7 @@ def test_ensemble_part_png_missing(result):
     assert_user_error(run, "part1/00002_tri.png is missing")
 
 
+@pytest.mark.cli
 def test_ensemble_pngs_of_different_sizes(result):
     folder, workspace = result
     atomic_write_png(folder / "part1" / "00002_tri.png", np.zeros((10, 10, 3), np.uint8))
@@ -315,6 +348,7 @@ def test_ensemble_pngs_of_different_sizes(result):
     assert_user_error(run, "part1/00002_tri.png is 10x10")
 
 
+@pytest.mark.cli
 def test_ensemble_conf_json_with_a_weight_that_is_not_a_number(result):
     folder, workspace = result
     conf = json.loads((folder / "conf.json").read_text())
@@ -324,6 +358,7 @@ def test_ensemble_conf_json_with_a_weight_that_is_not_a_number(result):
     assert_user_error(run, "conf.json is not a readable conf.json", "part 1 gives frame 00002 the weight '0.5'")
 
 
+@pytest.mark.cli
 def test_ensemble_frames_of_another_size_than_the_trimaps(result, tmp_path):
     folder, workspace = result
     other = tmp_path / "other_ws" / "clip"
@@ -333,6 +368,7 @@ def test_ensemble_frames_of_another_size_than_the_trimaps(result, tmp_path):
     assert_user_error(run, "00003_rgb.png is 28x20 but the trimaps", "--dataroot holds another version")
 
 
+@pytest.mark.cli
 def test_ensemble_rgb_frame_missing_for_the_overlay(result, tmp_path):
     folder, workspace = result
     other = tmp_path / "other_ws" / "clip"
@@ -342,6 +378,7 @@ def test_ensemble_rgb_frame_missing_for_the_overlay(result, tmp_path):
     assert_user_error(run, "00004_rgb.png is missing")
 
 
+@pytest.mark.cli
 def test_ensemble_writes_nothing_into_the_workspace(result):
     folder, workspace = result
     before = snapshot(workspace)
@@ -353,6 +390,7 @@ def test_ensemble_writes_nothing_into_the_workspace(result):
 # --- running out of memory -----------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_out_of_memory_is_explained(tmp_path, clip, monkeypatch):
     from config import load_config
     from dataset.clip import scan_clip

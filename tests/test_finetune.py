@@ -75,6 +75,7 @@ def sampler(clip_dir, **kwargs):
     return KeyframeClips(clip, (64, 48), min_unknown=kwargs.pop("min_unknown", 100), length=40, seed=1, **kwargs)
 
 
+@pytest.mark.unit
 def test_samples_are_three_cropped_frames_with_valid_labels(clip_dir):
     data = sampler(clip_dir)
     for i in range(20):
@@ -87,12 +88,14 @@ def test_samples_are_three_cropped_frames_with_valid_labels(clip_dir):
             assert (sample["labels"][t] == UNKNOWN).sum() >= 100, "crop must hold the required unknown pixels"
 
 
+@pytest.mark.unit
 def test_samples_repeat_for_the_same_seed_and_index(clip_dir):
     a, b = sampler(clip_dir), sampler(clip_dir)
     assert torch.equal(a[3]["frames"], b[3]["frames"])
     assert not torch.equal(a[3]["frames"], a[4]["frames"])
 
 
+@pytest.mark.unit
 def test_pixels_warped_in_from_outside_are_ignored_and_mean_coloured():
     labels = np.ones((40, 40), np.uint8)
     frame = np.full((40, 40, 3), 200, np.uint8)
@@ -104,11 +107,13 @@ def test_pixels_warped_in_from_outside_are_ignored_and_mean_coloured():
     assert np.abs(normalise_frame(warped_frame[:, :10])).max() < 0.02  # the mean colour normalises to ~0
 
 
+@pytest.mark.unit
 def test_a_thin_unknown_band_fails_with_a_message_instead_of_looping(clip_dir):
     with pytest.raises(UserError, match=r"ftclip/00000_trimap\.png has \d+ unknown pixels"):
         sampler(clip_dir, min_unknown=10**6)
 
 
+@pytest.mark.unit
 def test_a_crop_that_cannot_hold_enough_unknown_pixels_fails_naming_the_keyframe(tmp_path):
     clip = make_synthetic_clip(tmp_path, "thin", num_frames=3, size=(96, 96), keyframes=(0,), unknown_width=1)
     data = KeyframeClips(scan_clip(clip.folder), (16, 16), min_unknown=200, length=2, seed=0)
@@ -116,6 +121,7 @@ def test_a_crop_that_cannot_hold_enough_unknown_pixels_fails_naming_the_keyframe
         data[0]
 
 
+@pytest.mark.unit
 def test_a_crop_larger_than_the_frames_is_refused(clip_dir):
     with pytest.raises(UserError, match=r"TRAIN_INPUT_SIZE \(512, 512\)"):
         KeyframeClips(scan_clip(clip_dir.folder), (512, 512))
@@ -124,6 +130,7 @@ def test_a_crop_larger_than_the_frames_is_refused(clip_dir):
 # --- the training run ----------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_learning_rate_strategies():
     assert learning_rate(5, 1e-3, "const", 10) == 1e-3
     assert learning_rate(0, 1e-3, "poly", 10) == 1e-3
@@ -133,6 +140,7 @@ def test_learning_rate_strategies():
         learning_rate(0, 1e-3, "cosine", 10)
 
 
+@pytest.mark.unit
 def test_finetuning_keeps_batch_norm_frozen_and_trains_the_rest(tmp_path, clip_dir, start_checkpoint):
     before = torch.load(start_checkpoint)
     result = run(*small_cfg(tmp_path, clip_dir, start_checkpoint))
@@ -154,6 +162,7 @@ def test_finetuning_keeps_batch_norm_frozen_and_trains_the_rest(tmp_path, clip_d
     ]
 
 
+@pytest.mark.e2e
 def test_seeded_runs_repeat_exactly_and_resume_continues(tmp_path, clip_dir, start_checkpoint):
     straight = run(*small_cfg(tmp_path / "a", clip_dir, start_checkpoint, steps=3))
     again = run(*small_cfg(tmp_path / "b", clip_dir, start_checkpoint, steps=3))
@@ -176,6 +185,7 @@ def test_seeded_runs_repeat_exactly_and_resume_continues(tmp_path, clip_dir, sta
     assert all(torch.equal(a[k], c[k]) for k in a), "a resumed run must equal the uninterrupted run"
 
 
+@pytest.mark.e2e
 def test_loss_goes_down_over_a_longer_run(tmp_path, clip_dir, start_checkpoint):
     cfg, cfg_path = small_cfg(
         tmp_path, clip_dir, start_checkpoint, steps=24, **{"TRAIN.PRINT_FREQ": 1, "TRAIN.IMAGE_FREQ": 0}
@@ -186,6 +196,7 @@ def test_loss_goes_down_over_a_longer_run(tmp_path, clip_dir, start_checkpoint):
     assert np.mean(losses[-6:]) < 0.7 * np.mean(losses[:6]), losses
 
 
+@pytest.mark.e2e
 def test_finetune_then_propagate_then_ensemble_from_the_command_line(tmp_path, clip_dir, start_checkpoint):
     cfg = write_cfg(tmp_path / "clip.yaml", clip_dir.folder)
     common = ["SYSTEM.OUTDIR", tmp_path / "log", "SYSTEM.NUM_WORKERS", 1, "TRAIN.TRAIN_INPUT_SIZE", "(64, 64)"]
@@ -207,6 +218,7 @@ def changed_tensors(before: dict, after: dict) -> set[str]:
     return {name for name, tensor in before.items() if not torch.equal(after[name], tensor)}
 
 
+@pytest.mark.unit
 def test_freeze_backbone_freezes_the_trunks_but_not_the_mask_convolutions(tmp_path, clip_dir, start_checkpoint):
     before = torch.load(start_checkpoint)
     result = run(*small_cfg(tmp_path, clip_dir, start_checkpoint, steps=1, **{"TRAIN.FREEZE_BACKBONE": True}))
@@ -216,6 +228,7 @@ def test_freeze_backbone_freezes_the_trunks_but_not_the_mask_convolutions(tmp_pa
     assert {"KV_M_r4.Key.weight", "Decoder.pred2.weight"} <= changed
 
 
+@pytest.mark.unit
 def test_sgd_trains_other_weights_than_adam(tmp_path, clip_dir, start_checkpoint):
     adam = run(*small_cfg(tmp_path / "adam", clip_dir, start_checkpoint, steps=1))
     sgd = run(*small_cfg(tmp_path / "sgd", clip_dir, start_checkpoint, steps=1, **{"TRAIN.OPTIMIZER": "sgd"}))
@@ -225,6 +238,7 @@ def test_sgd_trains_other_weights_than_adam(tmp_path, clip_dir, start_checkpoint
     assert "sgd lr" in (sgd.run_dir / "train.log").read_text()
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "overrides",
     [{"TRAIN.CHANNELS_LAST": True}, {"TRAIN.PRECISION": "bf16"}],

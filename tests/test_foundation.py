@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 from dataset.clip import scan_clip, stems_with
+from dataset.video import stem_digits
 from utils.io import atomic_write_png, atomic_write_text
 from utils.logs import progress
-from video import stem_digits
+
+pytestmark = pytest.mark.unit
 
 
 def test_outputs_get_the_permissions_of_an_ordinary_write(tmp_path):

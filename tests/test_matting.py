@@ -28,6 +28,7 @@ def synthetic(size: int = 48, shift: float = 0.0, seed: int = 0):
     return image, alpha, decode_trimap(alpha_to_trimap(alpha, 5))
 
 
+@pytest.mark.unit
 def test_closed_form_matting_recovers_a_known_matte():
     image, alpha, labels = synthetic()
     estimate = Solver("cf").alpha(image, labels)
@@ -37,6 +38,7 @@ def test_closed_form_matting_recovers_a_known_matte():
     assert (estimate[labels == 2] == 1).all() and (estimate[labels == 0] == 0).all()
 
 
+@pytest.mark.unit
 def test_starting_from_the_previous_alpha_gives_the_same_matte():
     image, _, labels = synthetic(shift=0.03)
     previous = Solver("cf").alpha(*synthetic()[::2])
@@ -44,6 +46,7 @@ def test_starting_from_the_previous_alpha_gives_the_same_matte():
     assert np.abs(cold - warm).max() < 1e-3
 
 
+@pytest.mark.unit
 def test_alpha_metrics_on_hand_computed_arrays():
     alpha = np.array([[0.0, 0.5], [1.0, 0.25]])
     truth = np.array([[0.0, 0.25], [1.0, 0.75]])
@@ -65,6 +68,7 @@ def test_alpha_metrics_on_hand_computed_arrays():
     assert pair["MESSDdt"] == pytest.approx(abs(0.0625 - 0.0025) + abs(0.25 - 0.0625), rel=1e-6)
 
 
+@pytest.mark.unit
 def test_a_gradient_error_where_the_edges_differ():
     truth = np.zeros((16, 16))
     truth[:, 8:] = 1
@@ -72,6 +76,7 @@ def test_a_gradient_error_where_the_edges_differ():
     assert frame_metrics(blurred, truth, np.ones((16, 16), bool))["Grad"] > 0
 
 
+@pytest.mark.unit
 def test_perfect_mattes_score_zero_and_pairs_skip_gaps():
     alphas = [synthetic(shift=s)[1] for s in (0.0, 0.02, 0.04)]
     regions = [synthetic(shift=s)[2] == 1 for s in (0.0, 0.02, 0.04)]
@@ -96,8 +101,9 @@ def clip(tmp_path):
     return tmp_path
 
 
+@pytest.mark.cli
 def test_a_broken_trimap_is_reported_and_the_other_frames_are_matted(clip):
-    run = run_main("matte.py", "--trimaps", clip / "trimaps", "--frames", clip / "clip", "--out", clip / "m",
+    run = run_main("tgm.py", "matte", "--trimaps", clip / "trimaps", "--frames_dir", clip / "clip", "--out", clip / "m",
                    "--background", "green")  # fmt: skip
     assert run.returncode == 1, run.stderr
     assert "frame 00001: the trimap has no foreground" in run.stderr and "Traceback" not in run.stderr
@@ -114,27 +120,70 @@ def test_a_broken_trimap_is_reported_and_the_other_frames_are_matted(clip):
     assert not (clip / "m" / "00001_alpha.png").exists()
 
 
+@pytest.mark.e2e
 def test_matting_resumes_and_workers_change_no_byte(clip):
     (clip / "trimaps" / "00001_trimap.png").unlink()
-    one = run_main("matte.py", "--trimaps", clip / "trimaps", "--frames", clip / "clip", "--out", clip / "one",
-                   "--alpha16")  # fmt: skip
+    one = run_main(
+        "tgm.py",
+        "matte",
+        "--trimaps",
+        clip / "trimaps",
+        "--frames_dir",
+        clip / "clip",
+        "--out",
+        clip / "one",
+        "--alpha16",
+    )
     assert one.returncode == 0, one.stderr
     assert cv2.imread(str(clip / "one" / "00000_alpha.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint16
-    again = run_main("matte.py", "--trimaps", clip / "trimaps", "--frames", clip / "clip", "--out", clip / "one",
-                     "--alpha16")  # fmt: skip
+    again = run_main(
+        "tgm.py",
+        "matte",
+        "--trimaps",
+        clip / "trimaps",
+        "--frames_dir",
+        clip / "clip",
+        "--out",
+        clip / "one",
+        "--alpha16",
+    )
     assert "0 frames matted" in again.stderr and "2 skipped" in again.stderr
-    two = run_script("matte.py", "--trimaps", clip / "trimaps", "--frames", clip / "clip", "--out", clip / "two",
-                     "--alpha16", "--workers", "2")  # fmt: skip
+    two = run_script(
+        "tgm.py",
+        "matte",
+        "--trimaps",
+        clip / "trimaps",
+        "--frames_dir",
+        clip / "clip",
+        "--out",
+        clip / "two",
+        "--alpha16",
+        "--workers",
+        "2",
+    )
     assert two.returncode == 0, two.stderr
     for name in ("00000_alpha.png", "00002_fg.png"):
         assert (clip / "one" / name).read_bytes() == (clip / "two" / name).read_bytes()
 
 
+@pytest.mark.cli
 def test_evaluate_scores_alpha_mattes_with_their_scaling(clip):
     (clip / "trimaps" / "00001_trimap.png").unlink()
-    run_main("matte.py", "--trimaps", clip / "trimaps", "--frames", clip / "clip", "--out", clip / "m")
-    run = run_main("evaluate.py", "--pred", clip / "m", "--gt", clip, "--width", "5", "--frames", clip / "clip",
-                   "--json", clip / "s.json")  # fmt: skip
+    run_main("tgm.py", "matte", "--trimaps", clip / "trimaps", "--frames_dir", clip / "clip", "--out", clip / "m")
+    run = run_main(
+        "tgm.py",
+        "evaluate",
+        "--pred",
+        clip / "m",
+        "--gt",
+        clip,
+        "--band_diameter",
+        "5",
+        "--frames_dir",
+        clip / "clip",
+        "--json",
+        clip / "s.json",
+    )
     assert run.returncode == 0, run.stderr
     assert "mSAD" in run.stdout and "scaling:" in run.stdout
     scores = json.loads((clip / "s.json").read_text())

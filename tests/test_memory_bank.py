@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from inference.memory_bank import MemoryBank, Slot
+
+pytestmark = pytest.mark.unit
 
 
 def simulate(part_length: int, fixed: list[int], keep_every: int, max_memory: int | None) -> list[list[int]]:

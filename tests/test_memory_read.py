@@ -14,7 +14,7 @@ from dataset.clip import scan_clip
 from dataset.synthetic import make_synthetic_clip
 from inference.driver import configure_model, propagate_clip
 from inference.options import PropagationOptions
-from model.stm import READ_CHUNK_BYTES, MemoryEntry, read_memory_chunked, read_memory_naive
+from model.stm import READ_CHUNK_BYTES, MemoryEntry, read_memory_bounded, read_memory_naive
 
 CPU = torch.device("cpu")
 
@@ -27,7 +27,7 @@ def result_pngs(result) -> dict[str, np.ndarray]:
 
 
 def propagate_with_budget(parity_model, clip, save, read_budget: int, options: PropagationOptions):
-    model = configure_model(copy.deepcopy(parity_model), options, CPU)  # the default path: chunked read
+    model = configure_model(copy.deepcopy(parity_model), options, CPU)  # the default path: bounded read
     model.read_budget = read_budget
     return result_pngs(propagate_clip(model, clip, save, options, CPU).result)
 
@@ -58,6 +58,7 @@ def assert_within_rounding(online: dict, materialised: dict) -> None:
     assert agree > 0.9999
 
 
+@pytest.mark.unit
 def test_online_read_forced_by_a_small_budget_matches_the_materialised_read(tmp_path, parity_model, online_spy):
     sample = make_synthetic_clip(tmp_path / "ws", "clip", num_frames=9, size=(44, 58), keyframes=(2, 6), seed=3)
     clip = scan_clip(sample.folder)
@@ -69,6 +70,7 @@ def test_online_read_forced_by_a_small_budget_matches_the_materialised_read(tmp_
     assert_within_rounding(online, materialised)
 
 
+@pytest.mark.e2e
 def test_the_default_budget_switches_to_the_online_read_at_480x896(tmp_path, parity_model, online_spy):
     # 480x896 is 30x56 = 1680 positions at stride 16: the affinity of 2 objects x T entries takes
     # 8 * T * 1680^2 bytes, 45 MiB for T = 2 and 65 MiB (> 64 MiB) for T = 3.
@@ -82,6 +84,7 @@ def test_the_default_budget_switches_to_the_online_read_at_480x896(tmp_path, par
     assert_within_rounding(online, materialised)
 
 
+@pytest.mark.unit
 def test_the_read_runs_in_fp32_under_autocast():
     g = torch.Generator().manual_seed(0)
     # bf16-valued inputs, as the encoders make them under autocast; scores in bf16 would round
@@ -94,7 +97,7 @@ def test_the_read_runs_in_fp32_under_autocast():
     reference = read_memory_naive(reference_memory, query_key.float(), query_value.float())
     for budget in (READ_CHUNK_BYTES, 1):  # materialised and online
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            read = read_memory_chunked(memory, query_key, query_value, budget)
+            read = read_memory_bounded(memory, query_key, query_value, budget)
         torch.testing.assert_close(read[:, :512].float(), reference[:, :512], rtol=0, atol=1e-2)
     # the negative control: the same products in bf16 are far off
     mk = torch.stack([e.keys for e in memory], 2).flatten(2).transpose(1, 2)

@@ -17,12 +17,14 @@ from model.stm import (
     MemoryEntry,
     crop_padding,
     pad_to_multiple,
-    read_memory_chunked,
+    read_memory_bounded,
     read_memory_naive,
     soft_aggregate,
 )
 from model.weights import parity_state_dict
 from utils.errors import UserError
+
+pytestmark = pytest.mark.unit
 
 
 def test_state_dict_has_the_published_names_shapes_and_dtypes():
@@ -120,17 +122,17 @@ def test_naive_read_puts_the_read_first_and_the_query_value_second():
     torch.testing.assert_close(read_memory_naive(flat, qk, qv)[:, :512], mean)
 
 
-def test_chunked_read_is_the_naive_read_while_the_affinity_fits():
+def test_bounded_read_is_the_naive_read_while_the_affinity_fits():
     memory, qk, qv = random_memory(3)
-    assert torch.equal(read_memory_chunked(memory, qk, qv), read_memory_naive(memory, qk, qv))
+    assert torch.equal(read_memory_bounded(memory, qk, qv), read_memory_naive(memory, qk, qv))
 
 
 @pytest.mark.parametrize("chunk_bytes", [1, 2 * 4 * 20 * 7, 2 * 4 * 20 * 20])
-def test_chunked_read_beyond_its_budget_matches_the_naive_read(chunk_bytes):
+def test_bounded_read_beyond_its_budget_matches_the_naive_read(chunk_bytes):
     # budgets that force one query row at a time, blocks of 7 rows, and whole entries
     memory, qk, qv = random_memory(5, seed=1)
     torch.testing.assert_close(
-        read_memory_chunked(memory, qk, qv, chunk_bytes=chunk_bytes), read_memory_naive(memory, qk, qv),
+        read_memory_bounded(memory, qk, qv, chunk_bytes=chunk_bytes), read_memory_naive(memory, qk, qv),
         rtol=1e-5, atol=1e-5,
     )  # fmt: skip
 

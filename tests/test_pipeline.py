@@ -13,6 +13,8 @@ import torch
 from dataset.synthetic import make_synthetic_clip
 from helpers import run_script, write_cfg
 
+pytestmark = pytest.mark.e2e
+
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
 

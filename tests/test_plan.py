@@ -10,6 +10,8 @@ from inference.options import PropagationOptions
 from inference.plan import Part, part_confidence, plan_parts
 from utils.errors import UserError
 
+pytestmark = pytest.mark.unit
+
 
 def test_head_between_and_tail_parts_in_order():
     parts = plan_parts([3, 7], 10)

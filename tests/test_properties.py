@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -12,6 +13,9 @@ from inference.memory_bank import MemoryBank, Slot
 from inference.plan import part_confidence, plan_parts
 
 grey_images = arrays(np.uint8, st.tuples(st.integers(1, 12), st.integers(1, 12)))
+
+
+pytestmark = pytest.mark.unit
 
 
 @given(grey_images)

@@ -14,12 +14,14 @@ from helpers import run_script
 from utils.io import atomic_write_png
 
 
+@pytest.mark.unit
 def test_scores_of_a_perfect_prediction():
     truth = np.array([[0, 1, 2, 2]], np.uint8)
     scores = score_sequence([truth, truth], [truth, truth], ["a", "b"])
     assert scores.miou == 1.0 and scores.accuracy == 1.0 and scores.unknown_recall == 1.0 and scores.flicker == 0.0
 
 
+@pytest.mark.unit
 def test_iou_counts_and_unknown_recall():
     truth = np.array([[0, 0, 1, 1, 2, 2]], np.uint8)
     pred = np.array([[0, 1, 1, 2, 2, 2]], np.uint8)
@@ -31,6 +33,7 @@ def test_iou_counts_and_unknown_recall():
     assert scores.accuracy == pytest.approx(4 / 6)
 
 
+@pytest.mark.unit
 def test_flicker_counts_label_changes_the_truth_does_not_have():
     truth = [np.zeros((1, 4), np.uint8)] * 3
     preds = [np.array([[0, 0, 0, 0]]), np.array([[1, 0, 0, 0]]), np.array([[1, 0, 0, 0]])]
@@ -41,6 +44,7 @@ def test_flicker_counts_label_changes_the_truth_does_not_have():
     assert score_sequence(preds, moving, "abc").flicker == 0.0  # the truth changed there too
 
 
+@pytest.mark.unit
 def test_flicker_pairs_only_frames_that_are_neighbours_in_the_clip():
     truth = [np.zeros((1, 4), np.uint8)] * 3
     preds = [np.array([[0, 0, 0, 0]], np.uint8), np.array([[1, 0, 0, 0]], np.uint8), np.array([[1, 1, 0, 0]], np.uint8)]
@@ -49,6 +53,7 @@ def test_flicker_pairs_only_frames_that_are_neighbours_in_the_clip():
     assert score_sequence(preds, truth, "abc", positions=[0, 2, 4]).flicker == 0.0
 
 
+@pytest.mark.unit
 def test_alpha_to_trimap_marks_the_soft_band_unknown():
     alpha = np.zeros((9, 9), np.uint8)
     alpha[:, 5:] = 255
@@ -62,6 +67,7 @@ def write_labels(folder, stem, labels):
     atomic_write_png(folder / f"{stem}_trimap.png", encode_labels(labels))
 
 
+@pytest.mark.e2e
 def test_evaluate_script_against_trimaps_and_alphas(tmp_path):
     truth = np.zeros((8, 8), np.uint8)
     truth[2:6, 2:6] = 1
@@ -73,7 +79,7 @@ def test_evaluate_script_against_trimaps_and_alphas(tmp_path):
         write_labels(tmp_path / "gt", stem, truth)
     clip = tmp_path / "clip"
     write_labels(clip, "000", truth)  # a keyframe: left out with --skip_keyframes
-    run = run_script("evaluate.py", "--pred", tmp_path / "pred", "--gt", tmp_path / "gt",
+    run = run_script("tgm.py", "evaluate", "--pred", tmp_path / "pred", "--gt", tmp_path / "gt",
                      "--skip_keyframes", clip, "--json", tmp_path / "s.json")  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert "mIoU" in run.stdout
@@ -86,7 +92,7 @@ def test_evaluate_script_against_trimaps_and_alphas(tmp_path):
     alpha = np.where(truth == 2, 255, np.where(truth == 1, 128, 0)).astype(np.uint8)
     for stem in ("000", "001", "002"):
         atomic_write_png(alphas / f"{stem}_alpha.png", alpha)
-    run = run_script("evaluate.py", "--pred", tmp_path / "pred", "--gt", alphas, "--width", "0",
+    run = run_script("tgm.py", "evaluate", "--pred", tmp_path / "pred", "--gt", alphas, "--band_diameter", "0",
                      "--json", tmp_path / "a.json")  # fmt: skip
     assert run.returncode == 0, run.stderr
     scores = json.loads((tmp_path / "a.json").read_text())
@@ -95,6 +101,7 @@ def test_evaluate_script_against_trimaps_and_alphas(tmp_path):
     assert scores["iou"] == pytest.approx([47 / 48, 12 / 13, 1.0])
 
 
+@pytest.mark.e2e
 def test_evaluate_script_flicker_skips_pairs_across_left_out_keyframes(tmp_path):
     truth = np.zeros((4, 4), np.uint8)
     labels = {"000": 0, "001": 1, "002": 0, "003": 1}  # the prediction flips every frame
@@ -102,12 +109,13 @@ def test_evaluate_script_flicker_skips_pairs_across_left_out_keyframes(tmp_path)
         write_labels(tmp_path / "pred", stem, np.full((4, 4), value, np.uint8))
         write_labels(tmp_path / "gt", stem, truth)
     write_labels(tmp_path / "clip", "001", truth)  # keyframe 001 is left out: pairs 002-003 remain
-    run = run_script("evaluate.py", "--pred", tmp_path / "pred", "--gt", tmp_path / "gt",
+    run = run_script("tgm.py", "evaluate", "--pred", tmp_path / "pred", "--gt", tmp_path / "gt",
                      "--skip_keyframes", tmp_path / "clip", "--json", tmp_path / "s.json")  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert json.loads((tmp_path / "s.json").read_text())["flicker"] == 1.0  # 002 -> 003 flips all pixels
 
 
+@pytest.mark.e2e
 def test_video_extract_and_overlay(tmp_path):
     video = tmp_path / "in.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (80, 60))
@@ -115,18 +123,18 @@ def test_video_extract_and_overlay(tmp_path):
         writer.write(np.full((60, 80, 3), 30 * t, np.uint8))
     writer.release()
     clip = tmp_path / "ws" / "clip"
-    run = run_script("video.py", "extract", video, "--out", clip, "--every", "2", "--max_edge", "40")
+    run = run_script("tgm.py", "extract", video, "--out", clip, "--every", "2", "--max_edge", "40")
     assert run.returncode == 0, run.stderr
     frames = sorted(p.name for p in clip.glob("*_rgb.png"))
     assert frames == ["00000_rgb.png", "00002_rgb.png", "00004_rgb.png", "00006_rgb.png"]
     assert cv2.imread(str(clip / frames[0])).shape == (30, 40, 3)
-    again = run_script("video.py", "extract", video, "--out", clip)
+    again = run_script("tgm.py", "extract", video, "--out", clip)
     assert again.returncode == 2 and "already holds frames" in again.stderr
 
     result = tmp_path / "results" / "clip_mem5"
     for name in frames:
         write_labels(result / "ensemble", name[:5], np.ones((30, 40), np.uint8))
-    run = run_script("video.py", "overlay", "--result", result, "--dataroot", tmp_path / "ws", "--fps", "5")
+    run = run_script("tgm.py", "overlay", "--result", result, "--dataroot", tmp_path / "ws", "--fps", "5")
     assert run.returncode == 0, run.stderr
     capture = cv2.VideoCapture(str(result / "overlay.mp4"))
     assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == 4

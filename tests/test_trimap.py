@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from dataset.trimap import (
     decode_trimap,
@@ -11,6 +12,8 @@ from dataset.trimap import (
     labels_to_onehot,
     probs_to_png,
 )
+
+pytestmark = pytest.mark.unit
 
 
 def test_every_grey_value_decodes_to_one_class():

@@ -30,6 +30,7 @@ def trimap_labels(shift: int = 0) -> np.ndarray:
 EVEN = [0.5, 0.5]
 
 
+@pytest.mark.unit
 def test_agreeing_passes_score_zero_and_disagreement_raises_the_score():
     same = probs(trimap_labels())
     assert frame_score([same, same], EVEN) == 0.0
@@ -38,11 +39,13 @@ def test_agreeing_passes_score_zero_and_disagreement_raises_the_score():
     assert 0 < slightly < badly <= 1
 
 
+@pytest.mark.unit
 def test_a_pass_the_ensemble_hardly_trusts_counts_little():
     near, far = probs(trimap_labels()), probs(trimap_labels(5))
     assert frame_score([near, far], [0.9, 0.1]) < 0.5 * frame_score([near, far], EVEN)
 
 
+@pytest.mark.unit
 def test_the_score_weighs_the_small_classes_like_the_large_one():
     truth = trimap_labels()
     wrong_fg = truth.copy()
@@ -52,6 +55,7 @@ def test_the_score_weighs_the_small_classes_like_the_large_one():
     assert frame_score([probs(truth), probs(wrong_fg)], EVEN) > 3 * frame_score([probs(truth), probs(wrong_bg)], EVEN)
 
 
+@pytest.mark.unit
 def test_a_single_pass_scores_its_own_doubt():
     labels = trimap_labels()
     assert frame_score([probs(labels)], [1.0]) == 0.0
@@ -59,6 +63,7 @@ def test_a_single_pass_scores_its_own_doubt():
     assert soft_miou_distance(probs(labels), probs(labels)) == 0.0
 
 
+@pytest.mark.unit
 def test_suggestions_are_ranked_and_spread_out():
     order = [f"{i:03d}" for i in range(40)]
     keyframes = ["000", "039"]
@@ -73,6 +78,7 @@ def test_suggestions_are_ranked_and_spread_out():
     assert suggest({s: 0.0 for s in scores}, order, keyframes) == [], "nothing to suggest where all agree"
 
 
+@pytest.mark.unit
 def test_the_most_useful_frame_is_in_the_middle_of_a_drift_not_at_its_end():
     order = [f"{i:03d}" for i in range(16)]
     keyframes = ["000", "009"]
@@ -102,6 +108,7 @@ def make_result(tmp_path, disagree: dict[str, int]):
     return result
 
 
+@pytest.mark.e2e
 def test_ensemble_writes_the_scores_the_suggestions_and_the_plot(tmp_path):
     result = make_result(tmp_path, {"00003": 2, "00004": 6})  # weights: 00003 0.625/0.375, 00004 0.5/0.5
     run = run_script("ensemble.py", "--predroot", result.parent)
@@ -121,6 +128,7 @@ def test_ensemble_writes_the_scores_the_suggestions_and_the_plot(tmp_path):
     assert red.sum() > 50
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("stems", [["00000"], ["00004"]])
 def test_head_and_tail_frames_get_the_single_pass_score(tmp_path, stems):
     result = tmp_path / "r" / "c_mem5"

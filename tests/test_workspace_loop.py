@@ -10,6 +10,8 @@ import pytest
 from dataset.synthetic import make_synthetic_clip
 from helpers import ONE_STEP_FINETUNE_YAML, run_script
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture
 def workspace(tmp_path):
@@ -21,7 +23,7 @@ def workspace(tmp_path):
 
 
 def run(tmp_path, ws, base, *extra):
-    result = run_script("run_workspace.py", "--workspace", ws, "--save", tmp_path / "r", "--cfg", base, *extra)
+    result = run_script("tgm.py", "workspace", "--workspace", ws, "--save", tmp_path / "r", "--cfg", base, *extra)
     assert result.returncode == 0, result.stderr
     (outcome,) = json.loads((tmp_path / "r" / "summary.json").read_text())
     return outcome, result

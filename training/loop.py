@@ -23,11 +23,12 @@ from model.checkpoint import load_checkpoint, save_checkpoint
 from model.stm import STM
 from model.weights import trainable_random_init
 from training.images import training_sheet
+from training.layout import RunFolder
 from training.optim import learning_rate, load_optimizer_state, make_optimizer, select_parameters
 from training.step import TrainingStep
 from utils.distributed import SINGLE, World, barrier
 from utils.errors import UserError
-from utils.io import atomic_torch_save, atomic_write_png, atomic_write_text
+from utils.io import FolderLock, atomic_torch_save, atomic_write_png, atomic_write_text, refuse_inside
 from utils.logs import log_file, progress
 from utils.precision import PRECISIONS, autocast_for
 
@@ -51,15 +52,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def run_dir_for(cfg: CfgNode, cfg_path: Path) -> Path:
-    """``SYSTEM.OUTDIR/<cfg file stem><EXP_SUFFIX>``."""
-    return Path(cfg.SYSTEM.OUTDIR) / f"{cfg_path.stem}{cfg.SYSTEM.EXP_SUFFIX}"
-
-
-def checkpoint_path(run_dir: Path, step: int) -> Path:
-    return run_dir / f"checkpoint_{step}.pth.tar"
-
-
 def finetune(cfg: CfgNode, cfg_path: Path, clip: Clip, device: torch.device, world: World = SINGLE) -> FinetuneResult:
     """Finetune the STM on ``clip``'s keyframes as ``cfg`` says; returns where things went.
 
@@ -70,18 +62,14 @@ def finetune(cfg: CfgNode, cfg_path: Path, clip: Clip, device: torch.device, wor
     seeded = cfg.SYSTEM.RANDOM_SEED > 0
     if seeded:
         seed_everything(cfg.SYSTEM.RANDOM_SEED)  # the same start on every rank
-    run_dir = run_dir_for(cfg, cfg_path)
-    if clip.path.resolve() in (run_dir.resolve(), *run_dir.resolve().parents):
-        raise UserError(
-            f"SYSTEM.OUTDIR puts the run folder {run_dir} inside the clip folder {clip.path}; "
-            "nothing is written there: choose another SYSTEM.OUTDIR"
-        )
+    run_dir = RunFolder.of(cfg, cfg_path)
+    refuse_inside(run_dir.path, "SYSTEM.OUTDIR's run folder", clip.path, "the clip folder")
     if not world.is_main:
         return _finetune(cfg, clip, device, run_dir, seeded, world)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", cfg.dump())
-    with log_file(run_dir / "train.log"):
-        return _finetune(cfg, clip, device, run_dir, seeded, world)
+    with FolderLock(run_dir.path, "finetuning (SYSTEM.OUTDIR / SYSTEM.EXP_SUFFIX)"):
+        atomic_write_text(run_dir.config_yaml, cfg.dump(), durable=True)
+        with log_file(run_dir.train_log):
+            return _finetune(cfg, clip, device, run_dir, seeded, world)
 
 
 def _check_train_config(cfg: CfgNode) -> None:
@@ -96,7 +84,7 @@ def _check_train_config(cfg: CfgNode) -> None:
 
 
 def _finetune(
-    cfg: CfgNode, clip: Clip, device: torch.device, run_dir: Path, seeded: bool, world: World
+    cfg: CfgNode, clip: Clip, device: torch.device, run_dir: RunFolder, seeded: bool, world: World
 ) -> FinetuneResult:
     train = cfg.TRAIN
     log.info(
@@ -123,7 +111,7 @@ def _finetune(
     trained = run.step - start_step
     per_step = (time.perf_counter() - start) / max(trained, 1)
     log.info("%d steps, %.2f s/step, final loss %.4f", trained, per_step, run.loss)
-    return FinetuneResult(run_dir, run.checkpoint, run.step, run.loss, per_step)
+    return FinetuneResult(run_dir.path, run.checkpoint, run.step, run.loss, per_step)
 
 
 def _starting_model(train: CfgNode, device: torch.device) -> STM:
@@ -175,7 +163,13 @@ class _TrainingRun:
     """The loop's state: the step, the last loss and checkpoint; what rank 0 writes after a step."""
 
     def __init__(
-        self, cfg: CfgNode, model: STM, optimizer: torch.optim.Optimizer, run_dir: Path, world: World, start_step: int
+        self,
+        cfg: CfgNode,
+        model: STM,
+        optimizer: torch.optim.Optimizer,
+        run_dir: RunFolder,
+        world: World,
+        start_step: int,
     ) -> None:
         self.train_cfg = cfg.TRAIN
         self.save_freq = cfg.FINETUNE.SAVE_FREQ
@@ -213,7 +207,7 @@ class _TrainingRun:
             self.checkpoint = save_state(self.model, self.optimizer, self.run_dir, self.start_step)
         barrier(self.world)  # the checkpoint exists for every rank once this returns
         if self.checkpoint is None:
-            self.checkpoint = checkpoint_path(self.run_dir, max(self.step, self.start_step))
+            self.checkpoint = self.run_dir.checkpoint(max(self.step, self.start_step))
 
     def _after_step(self, lr: float, frames: torch.Tensor, labels: torch.Tensor, predictions) -> None:
         """Rank 0: the log line, the training image and the checkpoint due at this step."""
@@ -221,7 +215,7 @@ class _TrainingRun:
         if step % train.PRINT_FREQ == 0 or step == self.total_steps:
             log.info("step %d/%d loss %.4f lr %.3e", step, self.total_steps, self.loss, lr)
         if train.IMAGE_FREQ > 0 and (step % train.IMAGE_FREQ == 0 or step == self.start_step + 1):
-            images = self.run_dir / "training_images"
+            images = self.run_dir.images_dir
             images.mkdir(exist_ok=True)
             atomic_write_png(images / f"step_{step:06d}.png", training_sheet(frames[-1], labels[-1], predictions))
         if (self.save_freq > 0 and step % self.save_freq == 0) or step == self.total_steps:
@@ -236,10 +230,10 @@ def mean_over_ranks(value: torch.Tensor, world: World) -> float:
     return float(value)
 
 
-def save_state(model: STM, optimizer: torch.optim.Optimizer, run_dir: Path, step: int) -> Path:
+def save_state(model: STM, optimizer: torch.optim.Optimizer, run_dir: RunFolder, step: int) -> Path:
     """``checkpoint_<n>.pth.tar`` (the STM state dict) and ``optimizer_<n>.pth.tar`` (for LOAD_OPT)."""
-    checkpoint = checkpoint_path(run_dir, step)
+    checkpoint = run_dir.checkpoint(step)
     save_checkpoint(model, checkpoint)
-    atomic_torch_save({"optimizer": optimizer.state_dict(), "step": step}, run_dir / f"optimizer_{step}.pth.tar")
+    atomic_torch_save({"optimizer": optimizer.state_dict(), "step": step}, run_dir.optimizer(step))
     log.info("saved %s", checkpoint)
     return checkpoint

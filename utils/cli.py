@@ -1,8 +1,9 @@
-"""Command-line flags every script shares: the device, --debug and trailing config overrides."""
+"""Command-line flags every command shares: the device, --debug, trailing config overrides, renamed flags."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 
 
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:
@@ -11,7 +12,29 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda, cuda:N, mps")
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """--debug and the trailing KEY VALUE config overrides; call last (REMAINDER takes the rest)."""
+def add_debug_argument(parser: argparse.ArgumentParser) -> None:
+    """--debug: show the traceback of an input error too (the dispatcher adds it to every command)."""
     parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """The trailing KEY VALUE config overrides; call last (REMAINDER takes the rest)."""
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+
+
+class DeprecatedFlag(argparse.Action):
+    """An old spelling of a renamed flag: still works, and says once what to write instead."""
+
+    def __init__(self, option_strings, dest, new: str, **kwargs) -> None:
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        logging.getLogger("cli").warning("%s is deprecated: write %s (same meaning)", option_string, self.new)
+        setattr(namespace, self.dest, values)
+
+
+def add_renamed(parser, old: str, new: str, dest: str, **kwargs) -> None:
+    """Accept ``old`` as a deprecated spelling of the flag ``new`` (stored in ``dest``)."""
+    parser.add_argument(old, dest=dest, action=DeprecatedFlag, new=new, default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS, **kwargs)  # fmt: skip

@@ -6,16 +6,17 @@ single-process thing, so the scripts have one code path.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-from utils.device import resolve_device
+from utils.device import prepare_device, resolve_device
 from utils.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -118,3 +119,16 @@ def agree_on_success(world: World, error: BaseException | None) -> None:
     if failed:
         rank, text = failed[0]
         raise UserError(f"rank {rank} failed ({text}); see its messages above")
+
+
+@contextlib.contextmanager
+def world_on_device(device_flag: str, gpu: int | None, system=None) -> Iterator[tuple[World, torch.device]]:
+    """The one way a command joins the world and prepares its device: ``init_world`` (torchrun or
+    a world of one), ``prepare_device`` with the config's SYSTEM switches, and ``finish_world``
+    on the way out, whatever happens inside."""
+    world, device = init_world(device_flag, gpu)
+    prepare_device(device, system)
+    try:
+        yield world, device
+    finally:
+        finish_world()

@@ -1,10 +1,15 @@
-"""Atomic file writes: a temporary file in the same folder, then a rename.
+"""Atomic file writes (a temporary file in the same folder, then a rename) and folder locks.
 
-An interrupted run (Ctrl-C, kill) therefore leaves only complete files behind.
+An interrupted run (Ctrl-C, kill) therefore leaves only complete files behind. Writes that hold
+a user's work (keyframe trimaps, their backups, checkpoints, records) are also durable: the file
+and its folder are flushed to the disk (fsync) before and after the rename, so that a power loss
+leaves the old file or the new one, never an empty one.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import tempfile
@@ -13,11 +18,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
 from utils.errors import UserError
+from utils.images import encode_png
 
 
 def _process_umask() -> int:
@@ -30,54 +35,94 @@ def _process_umask() -> int:
 _FILE_MODE = 0o666 & ~_process_umask()
 
 
-def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
+def fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries (a rename into it) to the disk."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb", durable: bool = False) -> None:
     """Call ``write(file)`` on a temporary file next to ``path``, then rename it to ``path``.
 
     The file gets the permissions an ordinary write would give it (0666 less the umask), not the
-    0600 of a temporary file: results are shared on multi-user file systems.
+    0600 of a temporary file: results are shared on multi-user file systems. ``durable``: fsync
+    the file before the rename and the folder after it. A full disk is a UserError naming the folder.
     """
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _write_error(path, exc) from exc
     try:
         os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, mode) as handle:
             write(handle)
             handle.flush()
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
+        if durable:
+            fsync_dir(path.parent)
+    except BaseException as exc:
         try:
             os.unlink(tmp_name)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise _write_error(path, exc) from exc
         raise
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    atomic_write(path, lambda f: f.write(data))
+def _write_error(path: Path, exc: OSError) -> Exception:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return UserError(f"the disk holding {path.parent} is full ({exc.strerror}); free some space and rerun")
+    return exc
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text), mode="w")
+def create_exclusive(path: Path, data: bytes) -> bool:
+    """Write ``data`` to ``path`` only if no file is there, atomically and durably (a complete
+    temporary file is linked into place, which fails if the name exists). Returns whether it wrote."""
+    path = Path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, _FILE_MODE)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(tmp_name, path)
+        except FileExistsError:
+            return False
+        fsync_dir(path.parent)
+        return True
+    finally:
+        os.unlink(tmp_name)
 
 
-def atomic_write_json(path: Path, obj: object) -> None:
-    atomic_write_text(path, json.dumps(obj))
+def atomic_write_bytes(path: Path, data: bytes, durable: bool = False) -> None:
+    atomic_write(path, lambda f: f.write(data), durable=durable)
 
 
-def encode_png(image: np.ndarray) -> bytes:
-    ok, buffer = cv2.imencode(".png", image)
-    if not ok:
-        raise RuntimeError(f"OpenCV could not encode an image of shape {image.shape} as PNG")
-    return buffer.tobytes()
+def atomic_write_text(path: Path, text: str, durable: bool = False) -> None:
+    atomic_write(path, lambda f: f.write(text), mode="w", durable=durable)
 
 
-def atomic_write_png(path: Path, image: np.ndarray) -> None:
+def atomic_write_json(path: Path, obj: object, durable: bool = False) -> None:
+    atomic_write_text(path, json.dumps(obj), durable=durable)
+
+
+def atomic_write_png(path: Path, image: np.ndarray, durable: bool = False) -> None:
     """Write an image (H x W or H x W x C uint8, OpenCV channel order) as PNG, atomically."""
-    atomic_write_bytes(path, encode_png(image))
+    atomic_write_bytes(path, encode_png(image), durable=durable)
 
 
 def atomic_torch_save(obj: object, path: Path) -> None:
-    atomic_write(path, lambda f: torch.save(obj, f))
+    """torch.save, atomically and durably (checkpoints are hours of work)."""
+    atomic_write(path, lambda f: torch.save(obj, f), durable=True)
 
 
 class BackgroundWriter:
@@ -126,3 +171,61 @@ def ensure_writable_dir(path: Path, flag: str) -> Path:
     if not os.access(path, os.W_OK | os.X_OK):
         raise UserError(f"{flag} {path} is not writable; choose a folder you can write to")
     return path
+
+
+def refuse_inside(output: Path, output_flag: str, source: Path, source_flag: str) -> None:
+    """UserError when ``output`` is ``source`` or lies inside it: nothing a user gave us is written into."""
+    output, source = Path(output).resolve(), Path(source).resolve()
+    if output == source or source in output.parents:
+        raise UserError(
+            f"{output_flag} {output} is inside {source_flag} {source}; nothing is written into your inputs: "
+            "choose another folder"
+        )
+
+
+LOCK_NAME = ".lock"
+_HELD: dict[Path, list[int]] = {}  # folder -> [fd, depth]: the locks this process holds
+
+
+class FolderLock:
+    """One writer per folder: an exclusive ``flock`` on ``<folder>/.lock`` held while a run writes.
+
+    A second writer (another run, another app, the app and a command line on one ``--save``) gets
+    a UserError saying which process holds it. Within one process the lock is reentrant (a
+    propagation that fuses takes it once for both). The lock goes with the process: a killed run
+    leaves no stale lock. Use as a context manager.
+    """
+
+    def __init__(self, folder: Path, what: str) -> None:
+        self.folder, self.what = Path(folder), what
+        self._key = self.folder.resolve()
+
+    def __enter__(self) -> FolderLock:
+        held = _HELD.get(self._key)
+        if held is not None:
+            held[1] += 1
+            return self
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, _FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise UserError(
+                f"{self.folder} is being written by {holder}; wait for it to finish (or stop it), "
+                f"or give this {self.what} another folder"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"process {os.getpid()}".encode(), 0)
+        _HELD[self._key] = [fd, 1]
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        held = _HELD[self._key]
+        held[1] -= 1
+        if held[1] == 0:
+            del _HELD[self._key]
+            os.ftruncate(held[0], 0)
+            fcntl.flock(held[0], fcntl.LOCK_UN)
+            os.close(held[0])

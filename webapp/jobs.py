@@ -27,8 +27,15 @@ from utils.logs import PROGRESS_FILE_ENV
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
+APP_DIR = ".app"  # the app's own files in the save folder: its lock, the jobs' progress reports
 LOG_LINES = 60
 CANCEL_GRACE = 10.0
+
+
+def command_label(command: list[str]) -> str:
+    """``tgm.py workspace`` for ``[.../tgm.py, workspace, ...]``; a script's name otherwise."""
+    name = Path(command[0]).name
+    return f"{name} {command[1]}" if name == "tgm.py" and len(command) > 1 else name
 
 
 def _signal_group(process: subprocess.Popen, sig: int) -> None:
@@ -75,7 +82,7 @@ class Job:
         return {
             "id": self.id, "clip": self.clip, "kind": self.kind, "state": self.state,
             "stage": self.stage + 1 if self.state == "running" else len(self.commands), "stages": len(self.commands),
-            "step": Path(self.commands[min(self.stage, len(self.commands) - 1)][0]).name,
+            "step": command_label(self.commands[min(self.stage, len(self.commands) - 1)]),
             "progress": self.progress(), "message": self.message, "log": list(self.log),
             "seconds": round((self.ended or time.time()) - self.started, 1),
         }  # fmt: skip
@@ -87,8 +94,10 @@ class JobRunner:
     def __init__(self, work_dir: Path) -> None:
         self.work_dir = work_dir
         self._lock = threading.Lock()
+        self._launch = threading.Lock()  # a cancel and the start of a command never interleave
         self._ids = itertools.count(1)
         self.current: Job | None = None
+        self._thread: threading.Thread | None = None
 
     def busy(self) -> bool:
         return self.current is not None and self.current.state == "running"
@@ -103,15 +112,17 @@ class JobRunner:
             job = Job(job_id, clip, kind, commands, self.work_dir / f"progress-{os.getpid()}-{job_id}.jsonl")
             job.progress_file.write_text("")
             self.current = job
-        threading.Thread(target=self._run, args=(job,), daemon=True, name=f"job-{job_id}").start()
+        self._thread = threading.Thread(target=self._run, args=(job,), daemon=True, name=f"job-{job_id}")
+        self._thread.start()
         return job
 
     def cancel(self) -> Job | None:
         job = self.current
         if job is None or job.state != "running":
             return job
-        job.cancel_requested = True
-        process = job.process
+        with self._launch:  # either the job has not started its command (it will see the flag) or it has
+            job.cancel_requested = True
+            process = job.process
         if process is not None and process.poll() is None:
             # Ctrl-C for the script and what it started: temporary files are removed, finished
             # outputs stay; a script that does not stop within CANCEL_GRACE seconds is killed.
@@ -119,18 +130,27 @@ class JobRunner:
             threading.Timer(CANCEL_GRACE, _signal_group, (process, signal.SIGKILL)).start()
         return job
 
+    def stop(self, timeout: float = CANCEL_GRACE + 5) -> None:
+        """Cancel the running job and wait for it to end (the app is shutting down)."""
+        self.cancel()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
     def _run(self, job: Job) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1", **{PROGRESS_FILE_ENV: str(job.progress_file)})
         try:
             for stage, command in enumerate(job.commands):
                 job.stage = stage
-                if job.cancel_requested:
-                    break
-                job.log.append("$ " + " ".join([Path(command[0]).name, *command[1:]]))
-                job.process = subprocess.Popen(
-                    [sys.executable, *command], cwd=REPO, env=env,
-                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                )  # fmt: skip
+                with self._launch:
+                    if job.cancel_requested:
+                        break
+                    arguments = command[2:] if " " in command_label(command) else command[1:]
+                    job.log.append("$ " + " ".join([command_label(command), *arguments]))
+                    job.process = subprocess.Popen(
+                        [sys.executable, *command], cwd=REPO, env=env,
+                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                    )  # fmt: skip
                 for line in job.process.stdout:
                     job.log.append(line.rstrip()[-300:])
                 code = self._wait(job.process)
@@ -139,7 +159,7 @@ class JobRunner:
                 if code != 0:
                     job.state = "failed"
                     errors = [line for line in job.log if line.startswith("error:") or " ERROR " in line]
-                    job.message = errors[-1] if errors else f"{Path(command[0]).name} exited with code {code}"
+                    job.message = errors[-1] if errors else f"{command_label(command)} exited with code {code}"
                     return
             job.state = "cancelled" if job.cancel_requested else "done"
             job.message = "cancelled: finished outputs were kept" if job.cancel_requested else "finished"

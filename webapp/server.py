@@ -1,44 +1,50 @@
-"""The web app: a page to paint keyframe trimaps, run propagation and matting, and review the result.
+"""The web app's routes and its security: thin translations of HTTP to ``webapp.workspace.WorkspaceView``.
 
-Security: every request needs the run's token (``?token=`` once, which sets a cookie; or the
-``X-Token`` header). Files are only reached through clip and frame names that exist in the
-workspace (a request names a clip and a stem, never a path), and only inside the workspace and
-the save folder. Uploads are limited in size and decoded as images, never stored as sent.
+Security, as Jupyter does it:
+
+- **Token.** ``tgm.py app`` prints ``http://127.0.0.1:PORT/?token=...``. Only the page route reads
+  the token from the address; when it matches (compared as bytes, in constant time) the answer
+  sets an HttpOnly, SameSite=Strict cookie ``trimap_token_<port>`` and redirects to ``/``, so the
+  token leaves the address bar. A wrong token gets a 403 and no cookie. Every other request needs
+  the cookie or an ``X-Token`` header.
+- **Host allow-list** against DNS rebinding: ``127.0.0.1:PORT``, ``localhost:PORT``,
+  ``[::1]:PORT`` and the address given with ``--host``; any other Host header is refused.
+- **State changes** (POST, PUT, DELETE) need a header the browser never adds by itself: the
+  page's per-run ``X-XSRF-Token`` (written into the page it serves) or the ``X-Token``.
+- ``X-Frame-Options: DENY``, a same-origin Content-Security-Policy, no Referer, no caching; the
+  token is never written to a log (request lines are logged without their query).
+- Every error is a JSON ``{"error": ...}`` with a 4xx/5xx status, never a traceback.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import logging
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
-import numpy as np
 from flask import Flask, Response, abort, jsonify, redirect, request, send_file
 from werkzeug.exceptions import HTTPException
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from dataset.clip import ALPHA_SUFFIX, FRAME_SUFFIX, TRIMAP_SUFFIX, stems_with
-from dataset.trimap import encode_labels, mask_to_trimap, snap_trimap
-from dataset.trimap_tools import BACKUP_SUFFIX
 from inference.layout import ResultFolder
-from inference.uncertainty import read_uncertainty
-from matting.sequence import COMPOSITE_SUFFIX, FG_SUFFIX
-from utils.io import atomic_write_bytes, atomic_write_png, encode_png
-from webapp.jobs import JobRunner
+from webapp.jobs import APP_DIR, JobRunner
+from webapp.workspace import ViewError, WorkspaceView
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
-TOKEN_COOKIE = "trimap_token"
 MAX_UPLOAD_BYTES = 32 * 2**20
-MEM_EVERY = 5  # the result folder the app reads: <clip>_mem5, what run_workspace.py writes by default
-MATTE_KINDS = {"alpha": ALPHA_SUFFIX, "fg": FG_SUFFIX, "comp": COMPOSITE_SUFFIX}
+XSRF_PLACEHOLDER = "__XSRF_TOKEN__"
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
 @dataclass(frozen=True)
 class AppConfig:
-    """What app.py was started with."""
+    """What ``tgm.py app`` was started with (``port``: the one it listens on, for the Host check
+    and the cookie's name)."""
 
     workspace: Path
     save: Path
@@ -46,25 +52,78 @@ class AppConfig:
     load: Path | None = None
     cfg: Path | None = None
     background: str = "green"
+    host: str = "127.0.0.1"
+    port: int = 8765
+
+
+@dataclass
+class Guard:
+    """The run's secrets and the hosts it answers to."""
+
+    token: str
+    host: str
+    port: int
+    xsrf: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+
+    @property
+    def cookie(self) -> str:
+        return f"trimap_token_{self.port}"  # two apps on one machine keep their own cookies
+
+    def allowed_hosts(self) -> set[str]:
+        names = {"127.0.0.1", "localhost", "[::1]"}
+        if self.host not in ("", "0.0.0.0", "::"):
+            names.add(f"[{self.host}]" if ":" in self.host else self.host)
+        return {f"{name}:{self.port}".lower() for name in names}
+
+    def matches(self, given: str | None, secret: str | None = None) -> bool:
+        if not given:
+            return False
+        return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), (secret or self.token).encode())
+
+
+class QuietTokenHandler(WSGIRequestHandler):
+    """Werkzeug's request log without query strings: the token never reaches a log."""
+
+    def log_request(self, code="-", size="-") -> None:
+        path = self.path.split("?", 1)[0]
+        self.log("info", '"%s %s %s" %s %s', self.command, path, self.request_version, code, size)
 
 
 def create_app(config: AppConfig) -> Flask:
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_UPLOAD_BYTES
-    runner = JobRunner(config.save / ".app")
-    app.extensions["trimap_runner"] = runner
+    view = WorkspaceView(config.workspace, config.save)
+    runner = JobRunner(config.save / APP_DIR)
+    guard = Guard(config.token, config.host, config.port)
+    app.extensions.update(trimap_runner=runner, trimap_view=view, trimap_guard=guard)
 
     @app.before_request
-    def require_token():
-        given = request.args.get("token") or request.headers.get("X-Token") or request.cookies.get(TOKEN_COOKIE)
-        if not given or not hmac.compare_digest(given, config.token):
-            abort(403, "this page needs the token printed by app.py: open the URL it printed (…/?token=…)")
+    def check_request():
+        if request.host.lower() not in guard.allowed_hosts():
+            abort(
+                403, f"this app answers only to {', '.join(sorted(guard.allowed_hosts()))}, not Host {request.host!r}"
+            )
+        if request.path == "/" and "token" in request.args:
+            return None  # the page route checks the token itself
+        given = request.headers.get("X-Token") or request.cookies.get(guard.cookie)
+        if not guard.matches(given):
+            abort(403, "this page needs the token printed by tgm.py app: open the URL it printed (…/?token=…)")
+        if request.method not in SAFE_METHODS and not (
+            guard.matches(request.headers.get("X-Token"))
+            or guard.matches(request.headers.get("X-XSRF-Token"), guard.xsrf)
+        ):
+            abort(403, "a change needs the page's X-XSRF-Token header (or X-Token); reload the page")
+        return None
 
     @app.after_request
-    def remember_token(response: Response) -> Response:
-        if request.args.get("token"):
-            response.set_cookie(TOKEN_COOKIE, config.token, httponly=True, samesite="Strict")
+    def headers(response: Response) -> Response:
         response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'self'; img-src 'self' blob: data:; frame-ancestors 'none'; base-uri 'none'; "
+            "form-action 'self'"
+        )
+        response.headers["Referrer-Policy"] = "no-referrer"
         response.headers["Cache-Control"] = "no-store"
         return response
 
@@ -74,20 +133,34 @@ def create_app(config: AppConfig) -> Flask:
             return jsonify(error=f"upload too large: at most {MAX_UPLOAD_BYTES // 2**20} MiB"), 413
         return jsonify(error=exc.description or exc.name), exc.code
 
+    @app.errorhandler(ViewError)
+    def view_error(exc: ViewError):
+        return jsonify(error=exc.message), exc.status
+
+    @app.errorhandler(FileNotFoundError)
+    def gone(exc: FileNotFoundError):
+        return jsonify(error="that file was removed while it was being sent; reload"), 404
+
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
         log.exception("request %s %s failed", request.method, request.path)
         return jsonify(error=f"the server failed on this request ({type(exc).__name__}); see its log"), 500
 
+    def png(path: Path) -> Response:
+        return send_file(path, mimetype="image/png")
+
     # --- the page -------------------------------------------------------------------------------
 
     @app.get("/")
     def index():
-        if request.args.get("token"):  # the cookie is set; drop the token from the address bar
-            response = redirect("/")
-            response.set_cookie(TOKEN_COOKIE, config.token, httponly=True, samesite="Strict")
+        if "token" in request.args:
+            if not guard.matches(request.args.get("token")):
+                abort(403, "wrong token: open the URL tgm.py app printed")
+            response = redirect("/")  # the cookie is set; drop the token from the address bar
+            response.set_cookie(guard.cookie, guard.token, httponly=True, samesite="Strict", path="/")
             return response
-        return send_file(STATIC / "index.html")
+        page = (STATIC / "index.html").read_text().replace(XSRF_PLACEHOLDER, guard.xsrf)
+        return Response(page, mimetype="text/html")
 
     @app.get("/static/<name>")
     def static_file(name: str):
@@ -98,142 +171,48 @@ def create_app(config: AppConfig) -> Flask:
 
     # --- clips ----------------------------------------------------------------------------------
 
-    def clips() -> dict[str, Path]:
-        return {
-            p.name: p
-            for p in sorted(config.workspace.iterdir())
-            if p.is_dir() and not p.name.startswith(".") and stems_with(p, FRAME_SUFFIX)
-        }
-
-    def clip_dir(name: str) -> Path:
-        found = clips().get(name)
-        if found is None:
-            abort(404, f"no clip {name!r} in the workspace")
-        return found
-
-    def frame_stem(folder: Path, stem: str) -> str:
-        if stem not in stems_with(folder, FRAME_SUFFIX):
-            abort(404, f"clip {folder.name} has no frame {stem!r}")
-        return stem
-
-    def result_of(name: str) -> ResultFolder:
-        return ResultFolder.of(config.save, name, MEM_EVERY)
-
     @app.get("/api/clips")
     def list_clips():
-        return jsonify(
-            clips=[
-                {"name": name, "frames": len(stems_with(folder, FRAME_SUFFIX)),
-                 "keyframes": len(stems_with(folder, TRIMAP_SUFFIX)), "propagated": result_of(name).is_finished()}
-                for name, folder in clips().items()
-            ],
-            load=str(config.load) if config.load else None,
-        )  # fmt: skip
+        return jsonify(clips=view.summary(), load=str(config.load) if config.load else None)
 
     @app.get("/api/clips/<name>")
     def clip_detail(name: str):
-        folder = clip_dir(name)
-        stems = stems_with(folder, FRAME_SUFFIX)
-        height, width = cv2.imread(str(folder / f"{stems[0]}{FRAME_SUFFIX}"), cv2.IMREAD_UNCHANGED).shape[:2]
-        result = result_of(name)
-        uncertainty = read_uncertainty(result) if result.uncertainty_json.exists() else None
-        fused = result.ensemble_stems() if result.is_finished() else []
-        matted = stems_with(result.matte_dir, COMPOSITE_SUFFIX)
-        return jsonify(
-            name=name, stems=stems, height=height, width=width, keyframes=stems_with(folder, TRIMAP_SUFFIX),
-            result={"fused": fused, "uncertainty": uncertainty, "matted": matted},
-        )  # fmt: skip
+        return jsonify(view.detail(name))
 
     @app.get("/api/clips/<name>/frame/<stem>")
     def frame(name: str, stem: str):
-        folder = clip_dir(name)
-        return send_file(folder / f"{frame_stem(folder, stem)}{FRAME_SUFFIX}", mimetype="image/png")
+        return png(view.frame_file(name, stem))
 
     @app.get("/api/clips/<name>/keyframe/<stem>")
     def keyframe(name: str, stem: str):
-        folder = clip_dir(name)
-        path = folder / f"{frame_stem(folder, stem)}{TRIMAP_SUFFIX}"
-        if not path.exists():
-            abort(404, f"frame {stem} of {name} has no keyframe trimap yet")
-        return send_file(path, mimetype="image/png")
+        return png(view.keyframe_file(name, stem))
 
-    def upload_for_frame(name: str, stem: str, field: str) -> tuple[Path, str, np.ndarray]:
-        """The clip folder, the frame's stem and the uploaded grey image ``field``, which must have
-        the frame's size."""
-        folder = clip_dir(name)
-        stem = frame_stem(folder, stem)
-        grey = decode_upload(field)
-        height, width = cv2.imread(str(folder / f"{stem}{FRAME_SUFFIX}"), cv2.IMREAD_UNCHANGED).shape[:2]
-        if grey.shape != (height, width):
-            abort(400, f"the {field} is {grey.shape[1]}x{grey.shape[0]} but frame {stem} is {width}x{height}")
-        return folder, stem, grey
+    def upload(field_name: str) -> bytes:
+        return request.files[field_name].read() if field_name in request.files else request.get_data()
 
     @app.put("/api/clips/<name>/keyframe/<stem>")
     def save_keyframe(name: str, stem: str):
-        folder, stem, grey = upload_for_frame(name, stem, "trimap")
-        labels = snap_trimap(grey)
-        path = folder / f"{stem}{TRIMAP_SUFFIX}"
-        backup = path.with_name(path.name[: -len(".png")] + BACKUP_SUFFIX)
-        if path.exists() and not backup.exists():
-            atomic_write_bytes(backup, path.read_bytes())  # the trimap as it was, the first time it is replaced
-        atomic_write_png(path, encode_labels(labels))
-        counts = [int((labels == c).sum()) for c in range(3)]
-        log.info("saved %s (background %d, unknown %d, foreground %d px)", path, *counts)
-        return jsonify(saved=f"{name}/{path.name}", backup=backup.name if backup.exists() else None, pixels=counts)
+        return jsonify(view.save_keyframe(name, stem, upload("trimap")))
 
     @app.post("/api/clips/<name>/from-mask/<stem>")
     def from_mask(name: str, stem: str):
-        _, stem, grey = upload_for_frame(name, stem, "mask")
         try:
             band = int(request.form.get("width", request.args.get("width", 10)))
         except ValueError:
             abort(400, "width must be a whole number of pixels")
-        if not 0 <= band <= 500:
-            abort(400, "width must be between 0 and 500 pixels")
-        mask = grey >= 1 if grey.max() <= 1 else grey > 127
-        trimap = encode_labels(mask_to_trimap(mask, band, band))
-        return Response(encode_png(trimap), mimetype="image/png")
-
-    def decode_upload(field: str) -> np.ndarray:
-        """The uploaded image (a form file ``field``, or the raw body) as grey uint8."""
-        data = request.files[field].read() if field in request.files else request.get_data()
-        if not data:
-            abort(400, f"no {field} image in the request")
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-        if image is None:
-            abort(400, f"the {field} is not an image OpenCV can decode (send a PNG)")
-        if image.dtype == np.uint16:
-            image = (image // 257).astype(np.uint8)
-        if image.ndim == 3:
-            image = cv2.cvtColor(image[..., :3], cv2.COLOR_BGR2GRAY)
-        return image
+        return Response(view.trimap_from_mask(name, stem, upload("mask"), band), mimetype="image/png")
 
     @app.get("/api/clips/<name>/result/<stem>")
     def result_trimap(name: str, stem: str):
-        folder = clip_dir(name)
-        path = result_of(name).ensemble_png(frame_stem(folder, stem))
-        if not path.exists():
-            abort(404, f"frame {stem} of {name} has no propagated trimap yet: run propagation")
-        return send_file(path, mimetype="image/png")
+        return png(view.result_file(name, stem))
 
     @app.get("/api/clips/<name>/matte/<stem>")
     def matte(name: str, stem: str):
-        folder = clip_dir(name)
-        kind = request.args.get("kind", "comp")
-        if kind not in MATTE_KINDS:
-            abort(400, f"kind must be one of {', '.join(MATTE_KINDS)}")
-        path = result_of(name).matte_dir / f"{frame_stem(folder, stem)}{MATTE_KINDS[kind]}"
-        if not path.exists():
-            abort(404, f"frame {stem} of {name} is not matted yet: run matting")
-        return send_file(path, mimetype="image/png")
+        return png(view.matte_file(name, stem, request.args.get("kind", "comp")))
 
     @app.get("/api/clips/<name>/uncertainty.png")
     def uncertainty_plot(name: str):
-        clip_dir(name)
-        path = result_of(name).uncertainty_png
-        if not path.exists():
-            abort(404, "no uncertainty yet: run propagation")
-        return send_file(path, mimetype="image/png")
+        return png(view.uncertainty_file(name))
 
     # --- jobs -----------------------------------------------------------------------------------
 
@@ -243,15 +222,17 @@ def create_app(config: AppConfig) -> Flask:
 
     @app.post("/api/job")
     def start_job():
-        body = request.get_json(silent=True) or {}
+        body = request.get_json(silent=True)
+        body = body if isinstance(body, dict) else {}
         name, kind = body.get("clip"), body.get("kind")
         if not isinstance(name, str) or kind not in ("propagate", "matte"):
             abort(400, 'send {"clip": NAME, "kind": "propagate" or "matte"}')
-        clip_dir(name)
-        if kind == "matte" and not result_of(name).is_fused(stems_with(clip_dir(name), FRAME_SUFFIX)):
+        view.clip_dir(name)
+        result = view.result(name)
+        if kind == "matte" and (result is None or not result.is_fused(view.stems(name))):
             abort(409, f"{name} has no propagated trimaps yet: run propagation first")
         try:
-            job = runner.start(name, kind, commands_for(config, name, kind))
+            job = runner.start(name, kind, commands_for(config, name, kind, result))
         except RuntimeError as exc:
             abort(409, str(exc))
         return jsonify(job=job.as_json()), 202
@@ -264,18 +245,29 @@ def create_app(config: AppConfig) -> Flask:
     return app
 
 
-def commands_for(config: AppConfig, clip: str, kind: str) -> list[list[str]]:
-    """The scripts a job runs: run_workspace.py for the clip (finetune unless --load, propagate,
-    fuse; reruns redo only what changed), or matte.py on its fused trimaps."""
-    repo = Path(__file__).resolve().parents[1]
+def make_app_server(config: AppConfig) -> tuple[BaseWSGIServer, Flask]:
+    """Listen on ``config.host:config.port`` (port 0: one the system picks), then make the app for
+    the port actually bound (it names the cookie and the allowed hosts). OSError if it cannot listen."""
+    served: dict[str, Flask] = {}
+    server = make_server(config.host, config.port, lambda environ, start: served["app"](environ, start),
+                         threaded=True, request_handler=QuietTokenHandler)  # fmt: skip
+    served["app"] = create_app(dataclasses.replace(config, port=server.server_port))
+    return server, served["app"]
+
+
+def commands_for(config: AppConfig, clip: str, kind: str, result: ResultFolder | None = None) -> list[list[str]]:
+    """The commands a job runs: ``tgm.py workspace`` for the clip (finetune unless --load,
+    propagate, fuse; reruns redo only what changed), or ``tgm.py matte`` on its fused trimaps."""
+    entry = str(Path(__file__).resolve().parents[1] / "tgm.py")
     if kind == "propagate":
-        command = [str(repo / "run_workspace.py"), "--workspace", str(config.workspace), "--save", str(config.save),
+        command = [entry, "workspace", "--workspace", str(config.workspace), "--save", str(config.save),
                    "--clips", clip]  # fmt: skip
         if config.load:
             command += ["--load", str(config.load)]
         elif config.cfg:
             command += ["--cfg", str(config.cfg)]
         return [command]
-    result = ResultFolder.of(config.save, clip, MEM_EVERY)
-    return [[str(repo / "matte.py"), "--result", str(result.path), "--dataroot", str(config.workspace),
+    if result is None:
+        raise ValueError(f"matting {clip} needs its result folder")
+    return [[entry, "matte", "--result", str(result.path), "--dataroot", str(config.workspace),
              "--background", config.background]]  # fmt: skip

@@ -34,8 +34,14 @@ function setStatus(text, error = false) {
   $("status").classList.toggle("error", error);
 }
 
+// State changes carry the page's per-run XSRF token (the server refuses them without it).
+const XSRF = document.querySelector('meta[name="xsrf-token"]').content;
+
 async function api(path, options = {}) {
-  const response = await fetch(path, { credentials: "same-origin", ...options });
+  const method = (options.method || "GET").toUpperCase();
+  const headers = { ...(options.headers || {}) };
+  if (method !== "GET" && method !== "HEAD") headers["X-XSRF-Token"] = XSRF;
+  const response = await fetch(path, { credentials: "same-origin", ...options, headers });
   if (!response.ok) {
     let message = `${response.status} ${response.statusText}`;
     try { message = (await response.json()).error || message; } catch (_) { /* not JSON */ }

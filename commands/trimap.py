@@ -1,10 +1,10 @@
-#!/usr/bin/env python3
-"""Make keyframe trimaps from binary masks or alpha mattes, and check hand-drawn ones.
+"""``tgm.py trimap``: make keyframe trimaps from binary masks or alpha mattes, and check hand-drawn ones.
 
 usage:
-  trimap.py from-mask INPUT --out OUTPUT [--width W | --fg-width W --bg-width W] [--threshold T]
-  trimap.py from-alpha INPUT --out OUTPUT [--width W]
-  trimap.py check INPUT [--out OUTPUT | --in_place]
+  tgm.py trimap from-mask INPUT --out OUTPUT [--band_per_side W | --fg_band_per_side W --bg_band_per_side W]
+                          [--threshold T]
+  tgm.py trimap from-alpha INPUT --out OUTPUT [--band_diameter D]
+  tgm.py trimap check INPUT [--out OUTPUT | --in_place]
 
 INPUT and OUTPUT are both files or both folders; in a folder every image is converted and named
 <stem>_trimap.png (a _mask, _alpha, _matte or _trimap suffix of the input is dropped), ready to go
@@ -18,61 +18,60 @@ import argparse
 from pathlib import Path
 
 from dataset import trimap_tools
-from utils.errors import UserError, run_cli
-from utils.logs import setup_logging
+from utils.cli import add_debug_argument, add_renamed
+from utils.errors import UserError
+
+NAME = "trimap"
+HELP = "Make keyframe trimaps from binary masks or alpha mattes, and check hand-drawn ones."
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     mask = commands.add_parser("from-mask", help="binary masks (0/255, 0/1 or grey) -> trimaps")
     mask.add_argument("input", help="a mask file or a folder of masks")
     mask.add_argument("--out", required=True, help="the trimap file, or a folder for <stem>_trimap.png")
-    mask.add_argument("--width", type=int, default=10, help="unknown band: pixels on each side of the edge")
+    mask.add_argument("--band_per_side", type=int, default=10, help="unknown band: pixels on each side of the edge")
     mask.add_argument(
-        "--fg-width", dest="fg_width", type=int, default=None, help="band inside the mask (default --width)"
+        "--fg_band_per_side", type=int, default=None, help="band inside the mask (default: --band_per_side)"
     )
-    mask.add_argument("--bg-width", dest="bg_width", type=int, default=None, help="band outside (default --width)")
+    mask.add_argument("--bg_band_per_side", type=int, default=None, help="band outside (default: --band_per_side)")
+    add_renamed(mask, "--width", "--band_per_side", "band_per_side", type=int)
+    add_renamed(mask, "--fg-width", "--fg_band_per_side", "fg_band_per_side", type=int)
+    add_renamed(mask, "--bg-width", "--bg_band_per_side", "bg_band_per_side", type=int)
     mask.add_argument("--threshold", type=float, default=None,
                       help="grey masks: foreground above this (0-255; default 127, or 0 for 0/1 masks)")  # fmt: skip
     alpha = commands.add_parser("from-alpha", help="alpha mattes -> trimaps (unknown where 0 < alpha < 1)")
     alpha.add_argument("input", help="an alpha matte or a folder of them (8- or 16-bit)")
     alpha.add_argument("--out", required=True, help="the trimap file, or a folder for <stem>_trimap.png")
-    alpha.add_argument("--width", type=int, default=10, help="widen the band: elliptical kernel this many px across")
+    alpha.add_argument("--band_diameter", type=int, default=10,
+                       help="widen the band: elliptical kernel this many px across")  # fmt: skip
+    add_renamed(alpha, "--width", "--band_diameter", "band_diameter", type=int)
     check = commands.add_parser("check", help="report on hand-drawn trimaps; write cleaned 0/128/255 copies")
     check.add_argument("input", help="a trimap or a folder of trimaps")
     check.add_argument("--out", default=None, help="where the cleaned copies go (file or folder)")
     check.add_argument("--in_place", action="store_true", help="replace the originals (each kept once as .orig.png)")
     for sub in (mask, alpha, check):
         sub.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-        sub.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+        add_debug_argument(sub)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    setup_logging()
+def run(args: argparse.Namespace) -> None:
     source = Path(args.input)
     if args.command == "from-mask":
-        fg = args.width if args.fg_width is None else args.fg_width
-        bg = args.width if args.bg_width is None else args.bg_width
+        fg = args.band_per_side if args.fg_band_per_side is None else args.fg_band_per_side
+        bg = args.band_per_side if args.bg_band_per_side is None else args.bg_band_per_side
         if min(fg, bg) < 0:
-            raise UserError("--width, --fg-width and --bg-width must be >= 0")
+            raise UserError("--band_per_side, --fg_band_per_side and --bg_band_per_side must be >= 0")
         if args.threshold is not None and not 0 <= args.threshold < 255:
             raise UserError(f"--threshold {args.threshold}: give a grey level from 0 to 254")
         threshold = None if args.threshold is None else args.threshold / 255
         trimap_tools.from_mask(source, Path(args.out), fg, bg, threshold, args.overwrite)
     elif args.command == "from-alpha":
-        if args.width < 0:
-            raise UserError(f"--width {args.width}: must be >= 0")
-        trimap_tools.from_alpha(source, Path(args.out), args.width, args.overwrite)
+        if args.band_diameter < 0:
+            raise UserError(f"--band_diameter {args.band_diameter}: must be >= 0")
+        trimap_tools.from_alpha(source, Path(args.out), args.band_diameter, args.overwrite)
     else:
         out = Path(args.out) if args.out else None
         reports = trimap_tools.check(source, out, args.in_place, args.overwrite)
         if out is None and not args.in_place:
             print(f"{len(reports)} trimap(s) checked; write cleaned copies with --out (or --in_place)")
-
-
-if __name__ == "__main__":
-    run_cli(main)

@@ -1,14 +1,13 @@
-#!/usr/bin/env python3
-"""Alpha mattes, foreground colours and composites from trimaps: the step trimaps exist for.
+"""``tgm.py matte``: alpha mattes, foreground colours and composites from trimaps: the step trimaps exist for.
 
-usage: matte.py (--result RESULTS/<clip>_mem<N> | --trimaps DIR --out DIR) [--dataroot WS | --frames CLIP]
+usage: tgm.py matte (--result RESULTS/<clip>_mem<N> | --trimaps DIR --out DIR) [--dataroot WS | --frames_dir CLIP]
                 [--method cf|knn|lkm] [--workers N] [--tolerance T] [--alpha16] [--background B]
                 [--overwrite]
 
 For every frame with a trimap (the ensembled ones of a result folder, or any <stem>_trimap.png in
 --trimaps: ground truth, hand-made) writes <stem>_alpha.png and <stem>_fg.png (RGBA: estimated
 foreground colours with the alpha, the lossless result) into <result>/matte/ (or --out), and with
---background (a colour, an image or a video) <stem>_comp.png; video.py encode makes a video of
+--background (a colour, an image or a video) <stem>_comp.png; tgm.py encode makes a video of
 them. Frames already matted are skipped (resumable) unless --overwrite. A frame that cannot be
 matted is reported and the others go on; the exit code is then 1.
 """
@@ -25,19 +24,22 @@ from inference.layout import ResultFolder
 from matting.background import Background
 from matting.sequence import MatteFrame, MatteSettings, matte_clip
 from matting.solve import METHODS, Solver
-from utils.errors import UserError, run_cli
-from utils.logs import setup_logging
+from utils.cli import add_renamed
+from utils.errors import UserError
+from utils.io import FolderLock
 
+NAME = "matte"
+HELP = "Alpha mattes, foreground colours and composites from trimaps: the step trimaps exist for."
 log = logging.getLogger("matte")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--result", help="a result folder <clip>_mem<N> with ensemble/")
     source.add_argument("--trimaps", help="a folder of <stem>_trimap.png (ground truth, hand-made, ...)")
     parser.add_argument("--dataroot", help="the workspace holding <clip>/<stem>_rgb.png (with --result)")
-    parser.add_argument("--frames", help="the clip folder holding <stem>_rgb.png (instead of --dataroot)")
+    parser.add_argument("--frames_dir", help="the clip folder holding <stem>_rgb.png (instead of --dataroot)")
+    add_renamed(parser, "--frames", "--frames_dir", "frames_dir")
     parser.add_argument("--out", help="output folder (default: <result>/matte)")
     parser.add_argument(
         "--method", choices=METHODS, default="cf", help="cf closed-form (default), knn, lkm large-kernel"
@@ -47,8 +49,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--alpha16", action="store_true", help="write 16-bit alpha mattes")
     parser.add_argument("--background", help="composite over: a colour (green, #00b140, 0,177,64), an image or a video")
     parser.add_argument("--overwrite", action="store_true", help="redo frames already matted")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
-    return parser.parse_args(argv)
 
 
 def frames_to_matte(args: argparse.Namespace) -> tuple[list[MatteFrame], Path]:
@@ -61,22 +61,24 @@ def frames_to_matte(args: argparse.Namespace) -> tuple[list[MatteFrame], Path]:
                 f"{result.ensemble_dir} holds no fused trimaps; run ensemble.py --predroot {result.path.parent}"
             )
         clip_dir = (
-            Path(args.frames) if args.frames else (Path(args.dataroot) / result.clip_name if args.dataroot else None)
+            Path(args.frames_dir)
+            if args.frames_dir
+            else (Path(args.dataroot) / result.clip_name if args.dataroot else None)
         )
         out = Path(args.out) if args.out else result.matte_dir
     else:
         trimaps, stems = Path(args.trimaps), stems_with(Path(args.trimaps), TRIMAP_SUFFIX)
         if not stems:
             raise UserError(f"--trimaps {trimaps} holds no <stem>{TRIMAP_SUFFIX} files")
-        clip_dir = Path(args.frames) if args.frames else None
+        clip_dir = Path(args.frames_dir) if args.frames_dir else None
         if args.out is None:
             raise UserError("--trimaps needs --out: where the mattes go")
         out = Path(args.out)
     if clip_dir is None:
-        raise UserError("say where the frames are: --dataroot WORKSPACE (with --result) or --frames CLIP_FOLDER")
+        raise UserError("say where the frames are: --dataroot WORKSPACE (with --result) or --frames_dir CLIP_FOLDER")
     order = stems_with(clip_dir, FRAME_SUFFIX)
     if not order:
-        raise UserError(f"{clip_dir} holds no <stem>{FRAME_SUFFIX} frames; check --dataroot / --frames")
+        raise UserError(f"{clip_dir} holds no <stem>{FRAME_SUFFIX} frames; check --dataroot / --frames_dir")
     missing = sorted(set(stems) - set(order))
     if missing:
         raise UserError(f"{clip_dir / (missing[0] + FRAME_SUFFIX)} is missing ({len(missing)} trimaps without a frame)")
@@ -85,9 +87,7 @@ def frames_to_matte(args: argparse.Namespace) -> tuple[list[MatteFrame], Path]:
     return sorted(items, key=lambda item: item.index), out
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    setup_logging()
+def run(args: argparse.Namespace) -> None:
     if args.workers < 1:
         raise UserError(f"--workers {args.workers}: must be >= 1")
     if not 0 < args.tolerance < 1:
@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     background = Background.parse(args.background) if args.background else None
     frames, out = frames_to_matte(args)
     settings = MatteSettings(out, Solver(args.method, args.tolerance), args.alpha16, background)
-    report = matte_clip(frames, settings, args.workers, args.overwrite)
+    with FolderLock(out, "matting (--out)"):
+        report = matte_clip(frames, settings, args.workers, args.overwrite)
     for stem, reason in sorted(report.failed.items()):
         log.error("frame %s: %s", stem, reason)
     seconds = sum(report.seconds.values()) / max(len(report.seconds), 1)
@@ -106,7 +107,3 @@ def main(argv: list[str] | None = None) -> None:
     if report.failed:
         log.error("%d frame(s) could not be matted: %s", len(report.failed), ", ".join(sorted(report.failed)))
         sys.exit(1)
-
-
-if __name__ == "__main__":
-    run_cli(main)

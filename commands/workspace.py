@@ -1,9 +1,8 @@
-#!/usr/bin/env python3
-"""Finetune, propagate and fuse every clip of a workspace; resumable; shares clips among ranks.
+"""``tgm.py workspace``: finetune, propagate and fuse every clip of a workspace; resumable; shares clips among ranks.
 
-usage: run_workspace.py --workspace WS --save RESULTS [--cfg base.yaml] [--load CKPT]
-                        [--mem_every 5] [--max_memory M] [--gt GT_ROOT] [--device D] [KEY VALUE ...]
-       torchrun --nproc_per_node N run_workspace.py ...   (clips shared out among the ranks)
+usage: tgm.py workspace --workspace WS --save RESULTS [--cfg base.yaml] [--load CKPT]
+                            [--mem_every 5] [--max_memory M] [--gt GT_ROOT] [--device D] [KEY VALUE ...]
+       torchrun --nproc_per_node N tgm.py workspace ...   (clips shared out among the ranks)
 
 Every sub-folder of WS holding <stem>_rgb.png frames is a clip (keyframes: its <stem>_trimap.png
 files). Per clip, written under RESULTS: configs/<clip>.yaml, train_log/<clip>/ (finetuning),
@@ -29,18 +28,17 @@ from config import load_config
 from dataset.clip import FRAME_SUFFIX, stems_with
 from inference.options import PropagationOptions, add_propagation_arguments
 from pipeline.workspace import ClipOutcome, WorkspaceJob, find_clips, process_clip, summary_table
-from utils.cli import add_config_arguments, add_device_arguments
-from utils.device import prepare_device
-from utils.distributed import finish_world, gather, init_world, share_by_load
-from utils.errors import UserError, run_cli
+from utils.cli import add_config_arguments, add_device_arguments, add_renamed
+from utils.distributed import gather, share_by_load, world_on_device
+from utils.errors import UserError
 from utils.io import atomic_write_json, ensure_writable_dir
-from utils.logs import setup_logging
 
-log = logging.getLogger("run_workspace")
+NAME = "workspace"
+HELP = "Finetune, propagate and fuse every clip of a workspace; resumable; shares clips among ranks."
+log = logging.getLogger("workspace")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workspace", required=True, help="folder of clip folders")
     parser.add_argument("--save", required=True, help="where configs, finetuning runs and results go")
     parser.add_argument("--cfg", default=None, help="base yaml for every clip (DATASET.PATH is set per clip)")
@@ -56,15 +54,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     add_propagation_arguments(parser)
     parser.add_argument("--gt", default=None, help="ground truth root: GT/<clip>/<stem>_trimap.png or _alpha.png")
-    parser.add_argument("--gt_width", type=int, default=10, help="alpha ground truth: unknown band dilation")
+    parser.add_argument(
+        "--gt_band_diameter",
+        type=int,
+        default=10,
+        help="alpha ground truth: unknown band widened by a kernel this many px across",
+    )
+    add_renamed(parser, "--gt_width", "--gt_band_diameter", "gt_band_diameter", type=int)
     add_device_arguments(parser)
     add_config_arguments(parser)
-    return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    setup_logging()
+def guarded_paths(args: argparse.Namespace) -> list:
+    return [(Path(args.save), "--save", Path(args.workspace), "--workspace")]
+
+
+def run(args: argparse.Namespace) -> None:
     options = PropagationOptions.from_args(args)  # checks the flags before any work
     clips = find_clips(Path(args.workspace))
     if args.clips:
@@ -75,17 +80,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.refine_steps < 0:
         raise UserError(f"--refine_steps {args.refine_steps}: must be >= 0")
     save = ensure_writable_dir(Path(args.save), "--save")
-    workspace = Path(args.workspace).resolve()
-    if workspace in (save.resolve(), *save.resolve().parents):
-        raise UserError(f"--save {save} is inside --workspace {workspace}; write results somewhere else")
     base = load_config(args.cfg, args.opts)  # a bad base config fails here, once, before any work
     job = WorkspaceJob(
         save, options, args.cfg, tuple(args.opts), Path(args.load) if args.load else None,
-        Path(args.gt) if args.gt else None, args.gt_width, args.refine_steps, args.keep_finetuned,
+        Path(args.gt) if args.gt else None, args.gt_band_diameter, args.refine_steps, args.keep_finetuned,
     )  # fmt: skip
-    world, device = init_world(args.device, args.gpu)
-    prepare_device(device, base.SYSTEM)
-    try:
+    with world_on_device(args.device, args.gpu, base.SYSTEM) as (world, device):
         loads = [len(stems_with(c, FRAME_SUFFIX)) for c in clips]
         outcomes = []
         for index in share_by_load(loads, world.size)[world.rank]:
@@ -99,8 +99,6 @@ def main(argv: list[str] | None = None) -> None:
                 outcomes.append(ClipOutcome(clips[index].name, loads[index], world.rank, "failed", str(exc)))
             log.info("%s: %s", clips[index].name, outcomes[-1].status)
         everything = sorted((o for mine in gather(world, outcomes) for o in mine), key=lambda o: o.clip)
-    finally:
-        finish_world()
     if world.is_main:
         print(summary_table(everything))
         atomic_write_json(save / "summary.json", [asdict(o) for o in everything])
@@ -108,7 +106,3 @@ def main(argv: list[str] | None = None) -> None:
     failed = [o.clip for o in everything if o.status == "failed"]
     if failed:
         raise UserError(f"{len(failed)} clip(s) failed: {', '.join(failed)}; see the messages above, fix, and rerun")
-
-
-if __name__ == "__main__":
-    run_cli(main)

@@ -1,0 +1,262 @@
+"""The app's view of a workspace, without Flask: clips, frames, result folders and saving trimaps.
+
+The routes of ``webapp/server.py`` only translate HTTP to these calls and back; tests exercise
+them directly. Every file this view hands out is found through names that exist (a clip, a frame
+stem, a kind of output), never through a path the client sent, and is refused when it resolves
+outside the workspace or the save folder (a symlinked frame pointing elsewhere is not served).
+
+Listings are cached by the modification time of their folder, and frame sizes come from the PNG
+header, so a playing page does not rescan the workspace or decode a frame to learn its size.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from dataset.clip import ALPHA_SUFFIX, FRAME_SUFFIX, TRIMAP_SUFFIX, stems_with
+from dataset.trimap import encode_labels, mask_to_trimap, snap_trimap
+from dataset.trimap_tools import BACKUP_SUFFIX, binarise
+from inference.layout import ResultFolder, results_of
+from inference.uncertainty import read_uncertainty
+from matting.sequence import COMPOSITE_SUFFIX, FG_SUFFIX
+from utils.errors import UserError
+from utils.images import encode_png, parse_png_header, png_header, to_grey
+from utils.io import atomic_write_png, create_exclusive
+
+log = logging.getLogger(__name__)
+
+MATTE_KINDS = {"alpha": ALPHA_SUFFIX, "fg": FG_SUFFIX, "comp": COMPOSITE_SUFFIX}
+MAX_BAND = 500
+
+
+class ViewError(Exception):
+    """A request the view refuses: an HTTP status and a message for the user."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A grey image a client sent for a frame (trimap or mask), checked against the frame."""
+
+    grey: np.ndarray  # H x W uint8
+
+
+class _Cached:
+    """A value computed from a folder, recomputed when the folder's modification time changes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: dict[Path, tuple[int, object]] = {}
+
+    def get(self, folder: Path, compute: Callable[[], object]) -> object:
+        try:
+            stamp = folder.stat().st_mtime_ns
+        except OSError:
+            return compute()
+        with self._lock:
+            cached = self._values.get(folder)
+            if cached is not None and cached[0] == stamp:
+                return cached[1]
+        value = compute()
+        with self._lock:
+            self._values[folder] = (stamp, value)
+        return value
+
+
+class WorkspaceView:
+    """Clips of ``workspace`` (sub-folders with ``<stem>_rgb.png`` frames) and their results in ``save``."""
+
+    def __init__(self, workspace: Path, save: Path) -> None:
+        self.workspace = Path(workspace).resolve()
+        self.save = Path(save).resolve()
+        self._listings = _Cached()
+        self._sizes = _Cached()
+        self._save_locks: dict[Path, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+
+    # --- finding things -------------------------------------------------------------------------
+
+    def clips(self) -> dict[str, Path]:
+        def scan() -> dict[str, Path]:
+            return {
+                p.name: p
+                for p in sorted(self.workspace.iterdir())
+                if p.is_dir() and not p.name.startswith(".") and stems_with(p, FRAME_SUFFIX)
+            }
+
+        return self._listings.get(self.workspace, scan)
+
+    def clip_dir(self, name: str) -> Path:
+        found = self.clips().get(name)
+        if found is None:
+            raise ViewError(404, f"no clip {name!r} in the workspace")
+        return found
+
+    def stems(self, name: str) -> list[str]:
+        folder = self.clip_dir(name)
+        return self._listings.get(folder, lambda: stems_with(folder, FRAME_SUFFIX))
+
+    def keyframes(self, name: str) -> list[str]:
+        folder = self.clip_dir(name)
+        return stems_with(folder, TRIMAP_SUFFIX)
+
+    def frame_stem(self, name: str, stem: str) -> str:
+        if stem not in set(self.stems(name)):
+            raise ViewError(404, f"clip {name} has no frame {stem!r}")
+        return stem
+
+    def frame_size(self, name: str) -> tuple[int, int]:
+        """(height, width) of the clip's frames, from the first frame's PNG header."""
+        folder = self.clip_dir(name)
+        first = folder / f"{self.stems(name)[0]}{FRAME_SUFFIX}"
+
+        def read() -> tuple[int, int]:
+            try:
+                header = png_header(first)
+            except UserError as exc:
+                raise ViewError(422, str(exc)) from exc
+            if header is None:
+                raise ViewError(422, f"{first.name} of clip {name} is not a PNG; re-export the clip's frames as PNG")
+            return header.height, header.width
+
+        return self._sizes.get(first, read)
+
+    def result(self, name: str) -> ResultFolder | None:
+        """The clip's result folder to show: the newest finished ``<clip>_mem<N>`` (any N), else the newest."""
+        self.clip_dir(name)
+        folders = results_of(self.save, name)
+        finished = [f for f in folders if f.is_finished()]
+        return (finished or folders or [None])[0]
+
+    # --- what the page lists --------------------------------------------------------------------
+
+    def summary(self) -> list[dict]:
+        listed = []
+        for name in self.clips():
+            result = self.result(name)
+            listed.append({"name": name, "frames": len(self.stems(name)), "keyframes": len(self.keyframes(name)),
+                           "propagated": bool(result and result.is_finished())})  # fmt: skip
+        return listed
+
+    def detail(self, name: str) -> dict:
+        stems = self.stems(name)
+        height, width = self.frame_size(name)
+        result = self.result(name)
+        uncertainty = fused = matted = None
+        if result is not None:
+            try:
+                uncertainty = read_uncertainty(result) if result.uncertainty_json.exists() else None
+            except (OSError, ValueError):
+                uncertainty = None  # being rewritten by a job: the next poll reads it
+            fused = result.ensemble_stems() if result.is_finished() else []
+            matted = stems_with(result.matte_dir, COMPOSITE_SUFFIX)
+        return {
+            "name": name, "stems": stems, "height": height, "width": width, "keyframes": self.keyframes(name),
+            "result": {"folder": result.name if result else None, "fused": fused or [], "uncertainty": uncertainty,
+                       "matted": matted or []},
+        }  # fmt: skip
+
+    # --- files to serve -------------------------------------------------------------------------
+
+    def _inside(self, path: Path, root: Path, what: str) -> Path:
+        """``path`` if it is a file whose real location is inside ``root``; else ViewError 404."""
+        try:
+            real = path.resolve(strict=True)
+        except (OSError, RuntimeError):
+            raise ViewError(404, f"{what} does not exist (yet)") from None
+        if root not in real.parents or not real.is_file():
+            raise ViewError(404, f"{what} is not a file inside the app's folders")
+        return real
+
+    def frame_file(self, name: str, stem: str) -> Path:
+        folder = self.clip_dir(name)
+        path = folder / f"{self.frame_stem(name, stem)}{FRAME_SUFFIX}"
+        return self._inside(path, self.workspace, f"frame {stem} of {name}")
+
+    def keyframe_file(self, name: str, stem: str) -> Path:
+        folder = self.clip_dir(name)
+        path = folder / f"{self.frame_stem(name, stem)}{TRIMAP_SUFFIX}"
+        if not path.exists():
+            raise ViewError(404, f"frame {stem} of {name} has no keyframe trimap yet")
+        return self._inside(path, self.workspace, f"the trimap of frame {stem}")
+
+    def result_file(self, name: str, stem: str) -> Path:
+        result = self.result(name)
+        if result is None or not result.ensemble_png(self.frame_stem(name, stem)).exists():
+            raise ViewError(404, f"frame {stem} of {name} has no propagated trimap yet: run propagation")
+        return self._inside(result.ensemble_png(stem), self.save, f"the propagated trimap of frame {stem}")
+
+    def matte_file(self, name: str, stem: str, kind: str) -> Path:
+        if kind not in MATTE_KINDS:
+            raise ViewError(400, f"kind must be one of {', '.join(MATTE_KINDS)}")
+        result = self.result(name)
+        path = None if result is None else result.matte_dir / f"{self.frame_stem(name, stem)}{MATTE_KINDS[kind]}"
+        if path is None or not path.exists():
+            raise ViewError(404, f"frame {stem} of {name} is not matted yet: run matting")
+        return self._inside(path, self.save, f"the {kind} of frame {stem}")
+
+    def uncertainty_file(self, name: str) -> Path:
+        result = self.result(name)
+        if result is None or not result.uncertainty_png.exists():
+            raise ViewError(404, "no uncertainty yet: run propagation")
+        return self._inside(result.uncertainty_png, self.save, "the uncertainty plot")
+
+    # --- uploads and saving ---------------------------------------------------------------------
+
+    def read_upload(self, name: str, stem: str, data: bytes, what: str) -> Upload:
+        """A PNG the client sent for frame ``stem``: its size is read from the header and checked
+        against the frame before it is decoded (a small file cannot become gigabytes of pixels)."""
+        if not data:
+            raise ViewError(400, f"no {what} image in the request")
+        header = parse_png_header(data[:26])
+        if header is None:
+            raise ViewError(400, f"the {what} is not an image the app takes: send a PNG")
+        height, width = self.frame_size(name)
+        if (header.height, header.width) != (height, width):
+            raise ViewError(400, f"the {what} is {header.width}x{header.height} but frame {stem} is {width}x{height}")
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if image is None or image.dtype not in (np.uint8, np.uint16) or image.shape[:2] != (height, width):
+            raise ViewError(400, f"the {what} is not a PNG OpenCV can decode (send an 8- or 16-bit PNG)")
+        return Upload(to_grey(image))
+
+    def _save_lock(self, path: Path) -> threading.Lock:
+        with self._locks_lock:
+            return self._save_locks.setdefault(path, threading.Lock())
+
+    def save_keyframe(self, name: str, stem: str, data: bytes) -> dict:
+        """Snap an uploaded trimap to 0/128/255 and save it as the frame's keyframe trimap; the
+        trimap it replaces is kept once as ``<stem>_trimap.orig.png``. Saves of one trimap are
+        serialised; the backup is created exclusively; both writes are durable."""
+        folder = self.clip_dir(name)
+        stem = self.frame_stem(name, stem)
+        labels = snap_trimap(self.read_upload(name, stem, data, "trimap").grey)
+        path = folder / f"{stem}{TRIMAP_SUFFIX}"
+        backup = path.with_name(path.name[: -len(".png")] + BACKUP_SUFFIX)
+        with self._save_lock(path):
+            if path.exists():
+                create_exclusive(backup, path.read_bytes())  # the trimap as it was, the first time it is replaced
+            atomic_write_png(path, encode_labels(labels), durable=True)
+        counts = [int((labels == c).sum()) for c in range(3)]
+        log.info("saved %s (background %d, unknown %d, foreground %d px)", path, *counts)
+        return {"saved": f"{name}/{path.name}", "backup": backup.name if backup.exists() else None, "pixels": counts}
+
+    def trimap_from_mask(self, name: str, stem: str, data: bytes, band_per_side: int) -> bytes:
+        """A trimap (PNG bytes) from an uploaded mask: ``band_per_side`` px of unknown on each side
+        of its edge, as ``tgm.py trimap from-mask``."""
+        stem = self.frame_stem(name, stem)
+        if not 0 <= band_per_side <= MAX_BAND:
+            raise ViewError(400, f"width must be between 0 and {MAX_BAND} pixels")
+        grey = self.read_upload(name, stem, data, "mask").grey
+        mask = binarise(grey.astype(np.float32) / 255.0, None)  # the rule of tgm.py trimap from-mask
+        return encode_png(encode_labels(mask_to_trimap(mask, band_per_side, band_per_side)))
