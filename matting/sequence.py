@@ -4,7 +4,10 @@ Per frame ``<stem>``, into the output folder:
 
 - ``<stem>_alpha.png``: the alpha matte, 8-bit (16-bit with ``alpha16``);
 - ``<stem>_fg.png``: RGBA, the estimated foreground colours with the alpha: the lossless result;
-- ``<stem>_comp.png``: the foreground over the new background, when one is given.
+- ``<stem>_comp.png``: the foreground over the new background, when one is given;
+- ``<stem>_matte.json``: what the frame was matted from (the trimap's and the frame's contents and
+  the settings), written last. A frame is skipped only when its outputs exist and this record
+  matches, so a corrected trimap is matted again without ``--overwrite``.
 
 Frames are split into short runs of consecutive frames; each run is solved in order, every frame
 starting from the previous frame's alpha (the solver converges in fewer iterations), and the runs
@@ -15,6 +18,7 @@ so the outputs are too.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import multiprocessing
 import os
@@ -26,18 +30,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dataset.clip import ALPHA_SUFFIX
+from dataset.clip import ALPHA_SUFFIX, file_digest
 from dataset.trimap import decode_trimap
 from matting.background import Background, BackgroundFrames
 from matting.solve import FrameError, Solver, composite, foreground
 from utils.images import read_alpha, read_image
-from utils.io import atomic_write_png
+from utils.io import atomic_write_json, atomic_write_png
 from utils.logs import progress
 
 log = logging.getLogger(__name__)
 
 FG_SUFFIX = "_fg.png"
 COMPOSITE_SUFFIX = "_comp.png"
+RECORD_SUFFIX = "_matte.json"
 RUN_LENGTH = 8  # frames solved in a row with warm starts; runs are the unit of parallel work
 
 
@@ -57,6 +62,30 @@ class MatteSettings:
     solver: Solver
     alpha16: bool = False
     background: Background | None = None
+
+    def record_path(self, stem: str) -> Path:
+        return self.out / f"{stem}{RECORD_SUFFIX}"
+
+    def record(self, item: MatteFrame) -> dict:
+        """What ``item``'s outputs are made of; compared with the record on disk to skip it."""
+        background = None
+        if self.background is not None:
+            background = {"kind": self.background.kind, "rgb": list(self.background.rgb),
+                          "file": file_digest(self.background.path) if self.background.path else None}  # fmt: skip
+        return {
+            "trimap": file_digest(item.trimap), "frame": file_digest(item.frame), "alpha16": self.alpha16,
+            "solver": [self.solver.method, self.solver.tolerance, self.solver.max_iterations],
+            "background": background,
+        }  # fmt: skip
+
+    def is_current(self, item: MatteFrame) -> bool:
+        """Its outputs exist and were made from the inputs and settings it has now."""
+        if not all(p.exists() for p in self.outputs(item.stem)):
+            return False
+        try:
+            return json.loads(self.record_path(item.stem).read_text()) == self.record(item)
+        except (OSError, ValueError):
+            return False
 
     def outputs(self, stem: str) -> list[Path]:
         names = [f"{stem}{ALPHA_SUFFIX}", f"{stem}{FG_SUFFIX}"]
@@ -92,6 +121,7 @@ def matte_frame(
     if out_comp and backgrounds is not None:
         image = composite(fg, alpha, backgrounds.get(item.index))
         atomic_write_png(out_comp[0], np.round(image[..., ::-1] * 255).astype(np.uint8))
+    atomic_write_json(settings.record_path(item.stem), settings.record(item))  # last: the frame is done
     return alpha
 
 
@@ -124,19 +154,23 @@ def matte_run(run: list[MatteFrame], settings: MatteSettings, start_from: Path |
 def matte_clip(
     frames: list[MatteFrame], settings: MatteSettings, workers: int = 1, overwrite: bool = False
 ) -> MatteReport:
-    """Matte ``frames`` (in clip order) into ``settings.out``; frames whose outputs all exist are
-    skipped unless ``overwrite``. A frame that cannot be matted is reported in the result, with
-    its reason, and the others go on."""
+    """Matte ``frames`` (in clip order) into ``settings.out``; frames whose outputs exist and were
+    made from the same trimap, frame and settings are skipped unless ``overwrite`` (a corrected
+    trimap is matted again). A frame that cannot be matted is reported in the result, with its
+    reason, and the others go on."""
     settings.out.mkdir(parents=True, exist_ok=True)
     report = MatteReport()
     todo = []
     for item in frames:
-        if not overwrite and all(p.exists() for p in settings.outputs(item.stem)):
+        if not overwrite and settings.is_current(item):
             report.skipped.append(item.stem)
         else:
             todo.append(item)
     if report.skipped:
-        log.info("%d frames already matted in %s (skipped; --overwrite redoes them)", len(report.skipped), settings.out)
+        log.info(
+            "%d frames already matted from their current trimaps in %s (skipped; --overwrite redoes them)",
+            len(report.skipped), settings.out,
+        )  # fmt: skip
     runs = split_runs(todo, workers)
     # A run starts from the alpha before it only when that frame was finished earlier (skipped
     # now), never from one being solved alongside: the result is the same for any --workers.

@@ -55,7 +55,11 @@ def weights(tmp_path, parity_weights):
 
 
 def folder_bytes(folder) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }  # .lock: the writer's lock
 
 
 def add_keyframe(clip, gt, stem):
