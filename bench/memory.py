@@ -65,4 +65,6 @@ def ensure_malloc_settings() -> None:
     """Re-execute this Python process with malloc returning large buffers to the OS at once."""
     if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None and os.name == "posix":
         env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
-        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+        spec = getattr(sys.modules["__main__"], "__spec__", None)  # python -m bench.NAME: run it the same way
+        command = ["-m", spec.name, *sys.argv[1:]] if spec is not None else sys.argv
+        os.execve(sys.executable, [sys.executable, *command], env)

@@ -1,4 +1,4 @@
-"""Making keyframe trimaps from what users have (``trimap.py``): binary masks, alpha mattes, and
+"""Making keyframe trimaps from what users have (``tgm.py trimap``): binary masks, alpha mattes, and
 hand-drawn trimaps that need cleaning.
 
 Inputs and outputs are both files or both folders. In a folder, every visible image is an

@@ -234,7 +234,7 @@ def out_of_memory(device: torch.device, clip: Clip, options: PropagationOptions)
     return UserError(
         f"out of {where} memory while propagating {clip.path} (mem_every {options.mem_every}, {bound}). "
         "Bound the memory with --max_memory (e.g. 5) or a larger --mem_every, drop --naive, try "
-        "--precision fp16 on a GPU, or downscale the frames (video.py extract --max_edge)"
+        "--precision fp16 on a GPU, or downscale the frames (tgm.py extract --max_edge)"
     )
 
 

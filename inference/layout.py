@@ -10,7 +10,7 @@
         envis/<stem>.png           half frame, half fused trimap
         uncertainty.json           per frame: how much its predictions disagree; frames to annotate next
         uncertainty.png            that score along the clip
-        matte/                     alpha mattes, foregrounds and composites (matte.py)
+        matte/                     alpha mattes, foregrounds and composites (tgm.py matte)
 
 Everything else asks this module for these names.
 """

@@ -1,1 +1,1 @@
-"""Alpha matting of frames with trimaps (matte.py): classical solvers, backgrounds, whole clips."""
+"""Alpha matting of frames with trimaps (tgm.py matte): classical solvers, backgrounds, whole clips."""

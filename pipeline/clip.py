@@ -1,6 +1,6 @@
 """One clip from keyframes to fused trimaps: finetune (optional) -> propagate -> ensemble.
 
-``test_mf_2.py``, ``run_workspace.py`` and ``demo.py`` all run this one chain.
+``test_mf_2.py`` (``tgm.py propagate``), ``tgm.py workspace`` and the demo all run this one chain.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every clip of a workspace: finetune, propagate and fuse each (``run_workspace.py``)."""
+"""Every clip of a workspace: finetune, propagate and fuse each (``tgm.py workspace``)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class WorkspaceJob:
-    """What run_workspace.py was asked: the base config and overrides, the memory schedule, an
+    """What tgm.py workspace was asked: the base config and overrides, the memory schedule, an
     optional fixed checkpoint (no finetuning) and ground truth to score against."""
 
     save: Path
@@ -103,7 +103,7 @@ def process_clip(clip_dir: Path, job: WorkspaceJob, world: World, device: torch.
 
 
 def summary_table(outcomes: list[ClipOutcome]) -> str:
-    """The table run_workspace.py prints, then each clip's frames to annotate next."""
+    """The table tgm.py workspace prints, then each clip's frames to annotate next."""
     head = f"{'clip':<20}{'frames':>7}{'rank':>5}  {'status':<8}{'finetune s':>11}{'propagate s':>12}{'parts':>12}"
     lines = [f"{head}{'mIoU':>7}  detail"]
     for o in outcomes:

@@ -1,4 +1,4 @@
-"""matte.py: alpha mattes from trimaps, composites, bad frames; and the alpha metrics."""
+"""tgm.py matte: alpha mattes from trimaps, composites, bad frames; and the alpha metrics."""
 
 from __future__ import annotations
 

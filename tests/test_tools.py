@@ -1,4 +1,4 @@
-"""evaluate.py, video.py and the demo."""
+"""tgm.py evaluate, extract, overlay and the demo."""
 
 from __future__ import annotations
 

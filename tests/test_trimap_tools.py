@@ -1,4 +1,4 @@
-"""trimap.py: trimaps from masks and alpha mattes, and the check of hand-drawn trimaps."""
+"""tgm.py trimap: trimaps from masks and alpha mattes, and the check of hand-drawn trimaps."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""run_workspace.py as the correction loop: reruns redo what changed and nothing else."""
+"""tgm.py workspace as the correction loop: reruns redo what changed and nothing else."""
 
 from __future__ import annotations
 

@@ -49,11 +49,16 @@ def resolve_device(name: str = "auto", gpu: int | None = None) -> torch.device:
 def prepare_device(device: torch.device, system=None) -> None:
     """Per-device settings: flush subnormal floats on the CPU (softmax in the memory read makes
     them, and they made a segment step up to 8x slower); on CUDA the cuDNN switches of the
-    config's SYSTEM node (CUDNN_ENABLED, CUDNN_BENCHMARK, CUDNN_DETERMINISTIC) when given."""
+    config's SYSTEM node (CUDNN_ENABLED, CUDNN_BENCHMARK, CUDNN_DETERMINISTIC) when given, and TF32
+    off (fp32 stays fp32)."""
     if device.type == "cpu":
         torch.set_flush_denormal(True)
     elif device.type == "cuda":
         torch.cuda.set_device(device)
+        # fp32 means fp32: cuDNN convolutions default to TF32 on Ampere and later GPUs, which moves
+        # the published numbers by more than rounding; --precision bf16/fp16 is the faster path.
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
         if system is not None:
             torch.backends.cudnn.enabled = system.CUDNN_ENABLED
             torch.backends.cudnn.benchmark = system.CUDNN_BENCHMARK

@@ -1,1 +1,1 @@
-"""The local web app: paint keyframe trimaps, propagate, review, correct (app.py)."""
+"""The local web app: paint keyframe trimaps, propagate, review, correct (tgm.py app)."""

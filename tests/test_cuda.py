@@ -1,0 +1,102 @@
+"""The CUDA paths, on a machine with a CUDA GPU (``bench/gpu_check.sh`` runs them on a lent one).
+
+Skipped elsewhere, with that reason. Covered: device selection (``--device cuda:0``, ``auto``,
+the published ``--gpu 0``), the cuDNN switches of ``SYSTEM`` and TF32 off, the parity case on
+CUDA in fp32, bf16 / fp16 autocast close to fp32, ``--compile`` on CUDA, and the advice when a
+part does not fit in the GPU's memory.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from config import load_config
+from dataset.clip import scan_clip
+from dataset.synthetic import make_synthetic_clip
+from helpers import FIXTURES, PARITY_CLEAR_SLACK, REPO, compare_results, run_main, write_cfg
+from inference.options import PropagationOptions
+from pipeline.clip import run_clip
+from utils.device import prepare_device, resolve_device
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bench/gpu_check.sh on a lent one)"),
+]
+CASE = FIXTURES / "parity_case1"
+
+
+def test_device_selection():
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)
+    assert resolve_device("auto") == torch.device("cuda", 0)
+    assert resolve_device("auto", gpu=0) == torch.device("cuda", 0)
+    assert resolve_device("cuda", gpu=0) == torch.device("cuda", 0)
+
+
+def test_the_cudnn_switches_of_system_and_no_tf32(tmp_path):
+    cfg = load_config(None, ["SYSTEM.CUDNN_BENCHMARK", "True", "SYSTEM.CUDNN_DETERMINISTIC", "True"])
+    prepare_device(torch.device("cuda", 0), cfg.SYSTEM)
+    assert torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
+    assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    prepare_device(torch.device("cuda", 0), load_config(None, []).SYSTEM)
+    assert not torch.backends.cudnn.benchmark
+
+
+@pytest.mark.parametrize("flags", [["--device", "cuda:0"], ["--gpu", "0"]], ids=["device", "gpu"])
+def test_the_parity_case_on_cuda_in_fp32(tmp_path, parity_weights, flags):
+    workspace = tmp_path / "workspace"
+    shutil.copytree(CASE / "workspace", workspace)
+    cfg = write_cfg(tmp_path / "parity.yaml", workspace / "parity_clip")
+    out = tmp_path / "out"
+    run = run_main("test_mf_2.py", "--cfg", cfg, "--load", parity_weights, "--save", out, "--mem_every", "1",
+                   "--max_memory", "3", *flags)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run_main("ensemble.py", "--predroot", out, "--dataroot", workspace).returncode == 0
+    expected = CASE / "expected" / "parity_clip_mem1"
+    assert compare_results(expected, out / "parity_clip_mem1", PARITY_CLEAR_SLACK) == []
+
+
+@pytest.fixture
+def clip(tmp_path):
+    return make_synthetic_clip(tmp_path / "ws", "clip", num_frames=8, size=(96, 160), keyframes=(0, 7), seed=9)
+
+
+def labels_of(result):
+    """The argmax labels of every part PNG of a result folder."""
+    pngs = [result.part_png(k, s) for k in sorted(result.part_dirs()) for s in result.part_stems(k)]
+    return np.stack([np.argmax(cv2.imread(str(p), cv2.IMREAD_UNCHANGED), axis=2) for p in pngs])
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"precision": "bf16"}, {"precision": "fp16"}, {"fast": True, "compile": True}],
+    ids=["bf16", "fp16", "compile"],
+)
+def test_faster_paths_on_cuda_agree_with_fp32(tmp_path, clip, parity_weights, options):
+    cuda = torch.device("cuda", 0)
+    prepare_device(cuda)
+    reference = run_clip(scan_clip(clip.folder), tmp_path / "fp32", PropagationOptions(), cuda,
+                         checkpoint=parity_weights, fuse=False)  # fmt: skip
+    other = run_clip(scan_clip(clip.folder), tmp_path / "other", PropagationOptions(**options), cuda,
+                     checkpoint=parity_weights, fuse=False)  # fmt: skip
+    agreement = (labels_of(reference.result) == labels_of(other.result)).mean()
+    assert agreement > 0.99, f"{options}: labels agree on {agreement:.4%} of pixels"
+
+
+def test_a_part_that_does_not_fit_gets_advice(tmp_path, parity_weights):
+    make_synthetic_clip(tmp_path / "ws", "big", num_frames=4, size=(1088, 1920), keyframes=(0,), seed=2)
+    cfg = write_cfg(tmp_path / "big.yaml", tmp_path / "ws" / "big")
+    argv = ["--cfg", str(cfg), "--load", str(parity_weights), "--save", str(tmp_path / "o"), "--device", "cuda:0"]
+    script = (  # about 700 MiB of the GPU: the weights fit, a 1088x1920 segment step does not
+        "import torch; torch.cuda.set_per_process_memory_fraction(0.005, 0); "
+        f"from test_mf_2 import main; from utils.errors import run_cli; run_cli(lambda: main({argv!r}))"
+    )
+    run = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert "out of GPU memory" in run.stderr and "--max_memory" in run.stderr
