@@ -116,3 +116,19 @@ def pytest_collection_finish(session):
     both = [item.nodeid for item in session.items if len({m.name for m in item.iter_markers()} & set(TIERS)) > 1]
     if both:
         raise pytest.UsageError(f"{both[0]} carries two tier markers; mark each test of a mixed module on its own")
+
+
+_TIER_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    """Seconds per tier (setup, call and teardown of its tests), printed at the end of the run."""
+    tier = next((name for name in TIERS if name in report.keywords), None)
+    if tier is not None:
+        _TIER_SECONDS[tier] = _TIER_SECONDS.get(tier, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _TIER_SECONDS:
+        spent = ", ".join(f"{tier} {_TIER_SECONDS[tier]:.0f} s" for tier in TIERS if tier in _TIER_SECONDS)
+        terminalreporter.write_line(f"time per tier (setup + call + teardown): {spent}")
