@@ -23,6 +23,10 @@ _C.SYSTEM.EXP_SUFFIX = ""  # appended to the cfg file stem to name the run folde
 _C.SYSTEM.CUDNN_BENCHMARK = True
 _C.SYSTEM.CUDNN_DETERMINISTIC = False
 _C.SYSTEM.CUDNN_ENABLED = True
+# new: MiB of query features shared between the forward and backward parts of a segment (the same
+# bits, less work; -1: the device's default, 2048 on the CPU and 8192 on a GPU; 0: off). The flag
+# --share_query_mib overrides it.
+_C.SYSTEM.SHARE_QUERY_MIB = -1
 
 _C.DATASET = CfgNode()
 _C.DATASET.PATH = ""  # the clip folder: <stem>_rgb.png frames, <stem>_trimap.png keyframes

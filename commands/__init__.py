@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -70,6 +71,8 @@ def command_parser(module: ModuleType, prog: str | None = None) -> argparse.Argu
 def execute(module: ModuleType, args: argparse.Namespace) -> None:
     """Run a parsed command: logging, the output-inside-input guards, then ``run``."""
     setup_logging()
+    for note in getattr(args, "deprecations", None) or []:
+        logging.getLogger("cli").warning("%s", note)
     for output, output_flag, source, source_flag in getattr(module, "guarded_paths", lambda _: [])(args):
         if output is not None and source is not None:
             refuse_inside(output, output_flag, source, source_flag)

@@ -21,7 +21,7 @@ from pathlib import Path
 from utils.errors import UserError
 from utils.io import FolderLock, ensure_writable_dir
 from webapp.jobs import APP_DIR
-from webapp.server import AppConfig, make_app_server
+from webapp.server import WILDCARD_HOSTS, AppConfig, make_app_server
 
 NAME = "app"
 HELP = "A local web page for the whole loop: paint keyframe trimaps, propagate, review, correct, matte."
@@ -73,13 +73,14 @@ def run(args: argparse.Namespace) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGHUP, _stop)
-        host = f"[{args.host}]" if ":" in args.host else args.host
+        host = "127.0.0.1" if args.host in WILDCARD_HOSTS else f"[{args.host}]" if ":" in args.host else args.host
         print(f"\n    open http://{host}:{server.server_port}/?token={config.token}\n", flush=True)
         log.info("serving %s (results in %s); Ctrl-C stops", workspace, save)
         try:
-            server.serve_forever()
+            server.serve_forever()  # returns on Ctrl-C, SIGTERM and SIGHUP (werkzeug catches the interrupt)
         except KeyboardInterrupt:
-            log.info("stopping: the running job (if any) is cancelled first")
+            pass
         finally:
+            log.info("stopping: the running job (if any) is cancelled first")
             app.extensions["trimap_runner"].stop()
             server.server_close()

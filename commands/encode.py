@@ -25,7 +25,7 @@ log = logging.getLogger("encode")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--images_dir", required=True, help="folder of <stem><suffix> images, in stem order")
+    parser.add_argument("--images_dir", default=None, help="folder of <stem><suffix> images, in stem order (required)")
     add_renamed(parser, "--frames", "--images_dir", "images_dir")
     parser.add_argument("--suffix", default=COMPOSITE_SUFFIX, help=f"which images (default {COMPOSITE_SUFFIX})")
     parser.add_argument("--out", required=True, help="video path (.mp4 or .avi)")
@@ -33,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.images_dir is None:
+        raise UserError("--images_dir is required: the folder of the images to encode")
     folder = Path(args.images_dir)
     stems = stems_with(folder, args.suffix)
     if not stems:

@@ -15,6 +15,7 @@ matted is reported and the others go on; the exit code is then 1.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -95,7 +96,10 @@ def run(args: argparse.Namespace) -> None:
     background = Background.parse(args.background) if args.background else None
     frames, out = frames_to_matte(args)
     settings = MatteSettings(out, Solver(args.method, args.tolerance), args.alpha16, background)
-    with FolderLock(out, "matting (--out)"):
+    with contextlib.ExitStack() as held:  # the result folder too: a propagation must not clear ensemble/ now
+        if args.result:
+            held.enter_context(ResultFolder(args.result).lock())
+        held.enter_context(FolderLock(out, "matting (--out)"))
         report = matte_clip(frames, settings, args.workers, args.overwrite)
     for stem, reason in sorted(report.failed.items()):
         log.error("frame %s: %s", stem, reason)

@@ -35,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     options = PropagationOptions.from_args(args)  # checks the flags before anything is read
     cfg = load_config(args.cfg, args.opts)
+    options = options.with_config(cfg.SYSTEM)
     clip = open_clip(cfg)
     save = Path(args.save)
     refuse_inside(save, "--save", clip.path, "the clip folder")

@@ -6,10 +6,12 @@ usage:
   tgm.py trimap from-alpha INPUT --out OUTPUT [--band_diameter D]
   tgm.py trimap check INPUT [--out OUTPUT | --in_place]
 
-INPUT and OUTPUT are both files or both folders; in a folder every image is converted and named
-<stem>_trimap.png (a _mask, _alpha, _matte or _trimap suffix of the input is dropped), ready to go
-next to <stem>_rgb.png in a clip folder. Nothing is overwritten without --overwrite; check
-replaces originals only with --in_place, keeping each as <stem>_trimap.orig.png.
+INPUT and OUTPUT are both files or both folders; in a folder from-mask and from-alpha convert
+every image, named <stem>_trimap.png (a _mask, _alpha, _matte or _trimap suffix of the input is
+dropped), ready to go next to <stem>_rgb.png in a clip folder, and check takes only its
+<stem>_trimap.png files (a clip folder's frames are never touched). Nothing is overwritten
+without --overwrite; check replaces originals only with --in_place, keeping each as
+<stem>_trimap.orig.png, after every one was read and checked.
 """
 
 from __future__ import annotations

@@ -81,6 +81,7 @@ def run(args: argparse.Namespace) -> None:
         raise UserError(f"--refine_steps {args.refine_steps}: must be >= 0")
     save = ensure_writable_dir(Path(args.save), "--save")
     base = load_config(args.cfg, args.opts)  # a bad base config fails here, once, before any work
+    options = options.with_config(base.SYSTEM)
     job = WorkspaceJob(
         save, options, args.cfg, tuple(args.opts), Path(args.load) if args.load else None,
         Path(args.gt) if args.gt else None, args.gt_band_diameter, args.refine_steps, args.keep_finetuned,

@@ -216,14 +216,16 @@ def check(source: Path, out: Path | None, in_place: bool = False, overwrite: boo
             raise UserError(f"{not_png[0]} is not a PNG; --in_place keeps names, so write a PNG copy with --out")
     else:
         todo = _output_pairs(source, out, overwrite, "pass --in_place to replace originals", only_trimaps=True)
-    checked = [(path, target, *check_trimap(path)) for path, target in todo]  # all read before any write
-    for path, target, report, labels in checked:
+    reports = [check_trimap(path)[0] for path, _ in todo]  # every input read and checked before any write
+    for report in reports:
         for line in report.lines():
             (log.warning if line.lstrip().startswith("warning") else log.info)(line)
+    for path, target in todo:
         if target is None:
             continue
+        labels = check_trimap(path)[1]  # read again: a folder of 4K trimaps need not fit in memory at once
         if in_place:
             backup = path.with_name(path.name[: -len(path.suffix)] + BACKUP_SUFFIX)
             create_exclusive(backup, path.read_bytes())  # the original, once
         atomic_write_png(target, encode_labels(labels), durable=in_place)
-    return [report for _, _, report, _ in checked]
+    return reports

@@ -16,8 +16,8 @@ from dataset.clip import Clip, check_sizes, trimap_warnings
 from dataset.trimap import probs_to_png
 from inference.layout import ResultFolder
 from inference.options import PropagationOptions
-from inference.plan import Part, part_confidence, plan_parts
-from inference.propagator import FrameSource, PartStep, Propagator, keyframe_probs, probs_to_image
+from inference.plan import Part, part_confidence, plan_parts, work_units
+from inference.propagator import FrameSource, PartStep, Propagator, QueryCache, keyframe_probs, probs_to_image
 from inference.records import PartRecords, RunInputs
 from model.checkpoint import load_checkpoint
 from model.folding import fold_batch_norms
@@ -122,15 +122,14 @@ def propagate_clip(
         if world.is_main:  # rank 0 holds the folder for the whole run: one writer per result folder
             try:
                 held.enter_context(result.lock())
-            except UserError as exc:
-                refused = exc
-            else:
                 reused, unchanged = result.adopt_parts([r["fingerprint"] for r in planned], options.recompute)
                 if not unchanged:
                     result.clear_fused()
+            except Exception as exc:  # every rank must reach the gather, or the others wait forever
+                refused = exc
         decided = gather(world, None if refused else sorted(reused))[0]  # rank 0 decided, for every rank
         if decided is None:
-            raise refused or UserError(f"{result.path} is being written by another run (rank 0 says why)")
+            raise refused or UserError(f"rank 0 could not prepare {result.path} (its log says why)")
         return _propagate_parts(model, clip, (height, width), parts, planned, set(decided), result, options,
                                 keep_every, device, world, on_step)  # fmt: skip
 
@@ -141,7 +140,10 @@ def _propagate_parts(
     """propagate_clip once the folder is arranged: share out, compute, agree, write conf.json."""
     height, width = size
     to_compute = [k for k in range(len(parts)) if k not in reused]
-    mine = [to_compute[i] for i in share_by_load([len(parts[k]) for k in to_compute], world.size)[world.rank]]
+    # With query sharing on, the forward and backward part of a segment go to the same rank.
+    units = work_units(parts, to_compute, segments_together=options.share_query_bytes(device) > 0)
+    my_units = share_by_load([sum(len(parts[k]) for k in unit) for unit in units], world.size)[world.rank]
+    mine = sorted(k for i in my_units for k in units[i])
     log.info(
         "%s: %d frames of %dx%d, keyframes %s, %d parts (%d reused, %d to compute%s), keep every %d, max_memory %s",
         clip.path, len(clip), width, height, clip.keyframe_indices, len(parts), len(reused), len(to_compute),
@@ -173,9 +175,10 @@ def make_propagator(
         if problems:
             log.warning("keyframe %s has %s", clip.trimap_path(k), " and ".join(problems))
     frames = FrameSource(clip, device, workers=min(options.n_threads, 2), memory_format=options.memory_format)
+    budget = options.share_query_bytes(device)
     return Propagator(
         model, frames, keyframes, keep_every, options.max_memory, autocast_for(options.precision, device),
-        cache_keyframes=not options.naive,
+        cache_keyframes=not options.naive, query_cache=QueryCache(budget) if budget > 0 else None,
     )  # fmt: skip
 
 
@@ -195,6 +198,8 @@ def _run_parts(
     """Propagate the parts ``part_indices`` of ``parts`` and write their PNGs (frames: ``size``)."""
     height, width = size
     propagator = make_propagator(model, clip, options, keep_every, device)
+    if propagator.query_cache is not None:
+        propagator.query_cache.expect([parts[k] for k in part_indices])
     writer = BackgroundWriter(workers=1 if options.n_threads > 0 else 0)
     total = sum(len(parts[k]) for k in part_indices)
     start = time.perf_counter()
@@ -220,6 +225,10 @@ def _run_parts(
         propagator.frames.close()
     elapsed = time.perf_counter() - start
     log.info("%d frames in %.1f s (%.2f frames/s) -> %s", total, elapsed, total / max(elapsed, 1e-9), result.path)
+    cache = propagator.query_cache
+    if cache is not None and cache.hits:
+        log.info("query features shared: %d of %d segment steps, at most %.0f MiB held", cache.hits,
+                 cache.hits + cache.misses, cache.peak_bytes / 2**20)  # fmt: skip
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

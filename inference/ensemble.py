@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -131,14 +132,20 @@ def ensemble_result(check: ResultCheck, writer: BackgroundWriter) -> Uncertainty
 def ensemble_folders(results: Sequence[ResultFolder], dataroot: Path | None) -> dict[str, Uncertainty]:
     """Check every result folder first, then fuse each (``ensemble.py``); the uncertainty of each,
     by folder name."""
-    checks = [ResultCheck(result, dataroot) for result in results]
+    with contextlib.ExitStack() as held:
+        for result in results:  # one writer per result folder: held from the checks to the last file
+            held.enter_context(result.lock())
+        checks = [ResultCheck(result, dataroot) for result in results]
+        return _fuse(checks)
+
+
+def _fuse(checks: Sequence[ResultCheck]) -> dict[str, Uncertainty]:
     writer = BackgroundWriter()
     found = {}
     try:
         for check in checks:
-            with check.result.lock():  # one writer per result folder; held until its files are written
-                uncertainty = found[check.result.name] = ensemble_result(check, writer)
-                writer.flush()
+            uncertainty = found[check.result.name] = ensemble_result(check, writer)
+            writer.flush()
             log.info(
                 "%s: %d frames -> %s; annotate next: %s (see %s)", check.result.name, len(check.frames),
                 check.result.ensemble_dir, ", ".join(uncertainty.suggested) or "-", check.result.uncertainty_png,

@@ -8,6 +8,7 @@ The interval the memory bank really uses is derived from it once per clip, under
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -15,6 +16,9 @@ import torch
 
 from utils.errors import UserError
 from utils.precision import PRECISIONS
+
+DEFAULT_SHARE_MIB_CPU = 2048
+DEFAULT_SHARE_MIB_GPU = 8192
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,9 @@ class PropagationOptions:
     compile: torch.compile the encoders and the decoder (once per run; shapes are fixed per clip).
     recompute: compute every part, even those an earlier run into the same folder finished with
         the same inputs (by default those are reused).
+    share_query_mib: MiB of query features shared between the two parts of a segment (-1: the
+        device's default, see :meth:`share_query_bytes`; 0: off; None: not given, the config says).
+        It changes no bit of the results, so it is not part of a part's fingerprint.
     """
 
     mem_every: int = 5
@@ -40,6 +47,7 @@ class PropagationOptions:
     fast: bool = False
     compile: bool = False
     recompute: bool = False
+    share_query_mib: int | None = -1
 
     def __post_init__(self) -> None:
         if self.mem_every < 0:
@@ -52,6 +60,8 @@ class PropagationOptions:
             raise UserError(f"--n_threads {self.n_threads}: must be >= 0")
         if self.precision not in PRECISIONS:
             raise UserError(f"--precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if self.share_query_mib is not None and self.share_query_mib < -1:
+            raise UserError(f"--share_query_mib {self.share_query_mib}: give MiB >= 0 (0: off), or -1 for the default")
         if self.naive and (self.fast or self.compile):
             raise UserError("--naive is the published computation as it was: it takes neither --fast nor --compile")
 
@@ -61,7 +71,24 @@ class PropagationOptions:
         return cls(
             mem_every=args.mem_every, max_memory=args.max_memory, n_threads=args.n_threads,
             precision=args.precision, naive=args.naive, fast=args.fast, compile=args.compile, recompute=args.recompute,
+            share_query_mib=args.share_query_mib,
         )  # fmt: skip
+
+    def with_config(self, system) -> PropagationOptions:
+        """The options with what the config's SYSTEM node says where no flag did (SHARE_QUERY_MIB)."""
+        if self.share_query_mib is not None:
+            return self
+        return dataclasses.replace(self, share_query_mib=int(system.SHARE_QUERY_MIB))
+
+    def share_query_bytes(self, device: torch.device) -> int:
+        """The query-sharing budget in bytes: the given MiB, or by default 8 GiB on a GPU and
+        2 GiB elsewhere; none on the naive path (the published computation as it was)."""
+        if self.naive:
+            return 0
+        mib = -1 if self.share_query_mib is None else self.share_query_mib
+        if mib < 0:
+            mib = DEFAULT_SHARE_MIB_GPU if device.type == "cuda" else DEFAULT_SHARE_MIB_CPU
+        return mib * 2**20
 
     def keep_every(self, num_frames: int) -> int:
         """The memory interval for a clip of ``num_frames`` frames: ``mem_every`` when given,
@@ -89,6 +116,11 @@ def add_propagation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precision", choices=tuple(PRECISIONS), default="fp32", help="fp32 (default, matches the published numbers), "
         "bf16 or fp16 (autocast: faster on GPUs and on CPUs with AMX/AVX512-BF16)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--share_query_mib", type=int, default=None, help="MiB of query features the forward and backward parts "
+        "of a segment share (the same results, less work; default: SYSTEM.SHARE_QUERY_MIB, -1 = 2048 on the CPU, "
+        "8192 on a GPU; 0: off)",
     )  # fmt: skip
     path = parser.add_mutually_exclusive_group()
     path.add_argument(

@@ -54,6 +54,20 @@ def plan_parts(keyframes: Sequence[int], num_frames: int) -> list[Part]:
     return parts
 
 
+def work_units(parts: Sequence[Part], indices: Sequence[int], segments_together: bool) -> list[list[int]]:
+    """The parts ``indices`` (in plan order) grouped into the units shared out among ranks: with
+    ``segments_together`` the forward and the backward part of a segment (the same two fixed
+    keyframes) form one unit, so that the second can reuse the query features of the first;
+    otherwise every part is its own unit."""
+    units: list[list[int]] = []
+    for k in indices:
+        if segments_together and units and len(parts[k].fixed) == 2 and parts[units[-1][0]].fixed == parts[k].fixed:
+            units[-1].append(k)
+        else:
+            units.append([k])
+    return units
+
+
 def part_confidence(part: Part) -> list[float]:
     """Ensemble weights of a part's frames in visiting order: ``1 - i / part_length``."""
     return [1 - i / len(part) for i in range(len(part))]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,7 +19,7 @@ from dataset.prepare import frame_to_tensor, pad_reflect
 from dataset.trimap import labels_to_onehot
 from inference.memory_bank import MemoryBank, Slot
 from inference.plan import Part
-from model.stm import STM, MemoryEntry
+from model.stm import STM, MemoryEntry, QueryFeatures
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,48 @@ class FrameSource:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
 
+class QueryCache:
+    """The query features of frames that a later part of this run segments again, up to a budget.
+
+    Between two keyframes every frame is segmented twice, by the forward part and by the backward
+    one, and the query encoder, its key/value head and (with ``--fast``) the decoder's skip
+    branches see only the frame: the second visit reuses what the first computed, the same
+    tensors, so the results do not change by a bit. A frame is kept only while a visit to it is
+    still to come (``expect``), and only while the cache holds less than ``budget_bytes``; frames
+    beyond the budget are computed again. ``peak_bytes``: the most it held.
+    """
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget_bytes = budget_bytes
+        self._visits: Counter[int] = Counter()
+        self._kept: dict[int, QueryFeatures] = {}
+        self.held_bytes = self.peak_bytes = 0
+        self.hits = self.misses = 0
+
+    def expect(self, parts: list[Part]) -> None:
+        """The parts this run will compute, in order: which frames they segment, and how often."""
+        for part in parts:
+            self._visits.update(part.frames[1:])
+
+    def take(self, frame: int) -> QueryFeatures | None:
+        """A visit to ``frame``: its kept features (then dropped) or None."""
+        self._visits[frame] -= 1
+        features = self._kept.pop(frame, None)
+        if features is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+            self.held_bytes -= features.nbytes
+        return features
+
+    def offer(self, frame: int, features: QueryFeatures) -> None:
+        """Keep ``frame``'s features if another visit is to come and the budget has room."""
+        if self._visits[frame] > 0 and self.held_bytes + features.nbytes <= self.budget_bytes:
+            self._kept[frame] = features
+            self.held_bytes += features.nbytes
+            self.peak_bytes = max(self.peak_bytes, self.held_bytes)
+
+
 def keyframe_probs(labels: np.ndarray) -> torch.Tensor:
     """A keyframe's labels (H x W) -> one-hot 1 x 3 x Hp x Wp, reflect-padded like its frame."""
     return pad_reflect(torch.from_numpy(labels_to_onehot(labels)).unsqueeze(0))
@@ -109,6 +151,7 @@ class Propagator:
         keep_every, max_memory: the memory schedule (see MemoryBank).
         autocast: a context factory for the precision (see utils.precision.autocast_for).
         cache_keyframes: encode each keyframe once per run (False: once per part, as published).
+        query_cache: share the query frames' features between the parts of a run (None: off).
     """
 
     def __init__(
@@ -120,6 +163,7 @@ class Propagator:
         max_memory: int | None,
         autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
         cache_keyframes: bool = True,
+        query_cache: QueryCache | None = None,
     ) -> None:
         self.model = model
         self.frames = frames
@@ -129,6 +173,7 @@ class Propagator:
         self.autocast = autocast
         self.cache_keyframes = cache_keyframes
         self._fixed: dict[int, MemoryEntry] = {}
+        self.query_cache = query_cache
 
     def _memorize(self, index: int, probs: torch.Tensor) -> MemoryEntry:
         with self.autocast():
@@ -155,12 +200,23 @@ class Propagator:
             self.frames.prefetch(list(part.frames[i : i + 3]))
             if i >= 2:
                 bank.set_temporary(Slot(part.frames[i - 1], self._memorize(part.frames[i - 1], previous)))
+            query = self._query(frame_index)
             with self.autocast():
-                logits = self.model.segment(self.frames.get(frame_index), [slot.entry for slot in bank.slots()])
+                logits = self.model.segment(None, [slot.entry for slot in bank.slots()], query=query)
             probs = F.softmax(logits.float(), dim=1)
             bank.after_segment(i)
             yield PartStep(i, frame_index, probs)
             previous = probs
+
+    def _query(self, frame_index: int) -> QueryFeatures:
+        """The query features of a frame: shared from an earlier part's visit, or computed."""
+        query = self.query_cache.take(frame_index) if self.query_cache is not None else None
+        if query is None:
+            with self.autocast():
+                query = self.model.encode_query(self.frames.get(frame_index))
+            if self.query_cache is not None:
+                self.query_cache.offer(frame_index, query)
+        return query
 
 
 def probs_to_image(probs: torch.Tensor, height: int, width: int) -> np.ndarray:

@@ -18,6 +18,7 @@ so the outputs are too.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import multiprocessing
@@ -46,6 +47,17 @@ RECORD_SUFFIX = "_matte.json"
 RUN_LENGTH = 8  # frames solved in a row with warm starts; runs are the unit of parallel work
 
 
+@functools.lru_cache(maxsize=8)
+def _digest_of(path: Path, size: int, mtime_ns: int) -> str:
+    return file_digest(path)
+
+
+def _digest_once(path: Path) -> str:
+    """A background file's digest, read once per file version (a video may be large)."""
+    stat = Path(path).stat()
+    return _digest_of(Path(path), stat.st_size, stat.st_mtime_ns)
+
+
 @dataclass(frozen=True)
 class MatteFrame:
     """One frame to matte: its stem, index in the clip, frame and trimap files."""
@@ -70,8 +82,9 @@ class MatteSettings:
         """What ``item``'s outputs are made of; compared with the record on disk to skip it."""
         background = None
         if self.background is not None:
+            path = self.background.path
             background = {"kind": self.background.kind, "rgb": list(self.background.rgb),
-                          "file": file_digest(self.background.path) if self.background.path else None}  # fmt: skip
+                          "file": _digest_once(path) if path else None}  # fmt: skip
         return {
             "trimap": file_digest(item.trimap), "frame": file_digest(item.frame), "alpha16": self.alpha16,
             "solver": [self.solver.method, self.solver.tolerance, self.solver.max_iterations],
@@ -106,6 +119,8 @@ def matte_frame(
     item: MatteFrame, settings: MatteSettings, start: np.ndarray | None, backgrounds: BackgroundFrames | None
 ) -> np.ndarray:
     """Solve and write one frame's outputs; returns its alpha. FrameError for bad inputs."""
+    record = settings.record(item)  # before reading: a trimap corrected meanwhile is matted again next time
+    settings.record_path(item.stem).unlink(missing_ok=True)  # until the new outputs are all written
     bgr = read_image(item.frame, cv2.IMREAD_COLOR)
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float64) / 255.0
     labels = decode_trimap(read_image(item.trimap, cv2.IMREAD_GRAYSCALE))
@@ -121,7 +136,7 @@ def matte_frame(
     if out_comp and backgrounds is not None:
         image = composite(fg, alpha, backgrounds.get(item.index))
         atomic_write_png(out_comp[0], np.round(image[..., ::-1] * 255).astype(np.uint8))
-    atomic_write_json(settings.record_path(item.stem), settings.record(item))  # last: the frame is done
+    atomic_write_json(settings.record_path(item.stem), record)  # last: the frame is done
     return alpha
 
 

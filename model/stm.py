@@ -42,6 +42,28 @@ class MemoryEntry:
     values: torch.Tensor
 
 
+@dataclass
+class QueryFeatures:
+    """What ``segment`` computes from the query frame alone, whatever the memory: the same frame
+    gives the same features in every part that visits it (``Propagator`` shares them).
+
+    key: 1 x 128 x h x w, value: 1 x 512 x h x w (stride 16); skip3, skip2: the decoder's skip
+    inputs: r3 (1 x 512, stride 8) and r2 (1 x 256, stride 4), or with ``share_skips`` the skip
+    branches already applied to them; pads: the padding ``pad_to_multiple`` added.
+    """
+
+    key: torch.Tensor
+    value: torch.Tensor
+    skip3: torch.Tensor
+    skip2: torch.Tensor
+    pads: tuple[int, int, int, int]
+    skips_done: bool
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.element_size() * t.nelement() for t in (self.key, self.value, self.skip3, self.skip2))
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
     """Zero-pad the last two dims up to a multiple, centred (the extra pixel goes bottom/right).
 
@@ -361,28 +383,44 @@ class STM(nn.Module):
         keys, values = self.KV_M_r4(r4)
         return MemoryEntry(keys, values)
 
-    def segment(self, frame: torch.Tensor, memory: Sequence[MemoryEntry]) -> torch.Tensor:
-        """Segment a query frame against the memory.
-
-        frame: 1 x 3 x H x W; memory: the entries to read, in order (fixed, kept, temporary).
-        Returns 1 x 3 x H x W aggregated logits (softmax over dim 1 gives the prediction).
-        """
-        if not memory:
-            raise ValueError("segment needs at least one memory entry")
+    def encode_query(self, frame: torch.Tensor) -> QueryFeatures:
+        """The query frame's part of ``segment``: the query encoder, its key/value head and (with
+        ``share_skips``) the decoder's skip branches. frame: 1 x 3 x H x W."""
         frame, pads = pad_to_multiple(frame, NETWORK_STRIDE)
         r4, r3, r2 = self.Encoder_Q(frame)
         key, value = self.KV_Q_r4(r4)  # 1 x 128 / 512 x f16
+        if self.share_skips:
+            # The skip branches see only the query frame: compute them once for all objects.
+            skip3, skip2 = self.Decoder.skip_branches(r3, r2)
+            return QueryFeatures(key, value, skip3, skip2, pads, skips_done=True)
+        return QueryFeatures(key, value, r3, r2, pads, skips_done=False)
+
+    def segment(
+        self, frame: torch.Tensor | None, memory: Sequence[MemoryEntry], query: QueryFeatures | None = None
+    ) -> torch.Tensor:
+        """Segment a query frame against the memory.
+
+        frame: 1 x 3 x H x W, or None when ``query`` (its ``encode_query``, computed earlier: the
+        same operations, so the same bits) is given; memory: the entries to read, in order (fixed,
+        kept, temporary). Returns 1 x 3 x H x W aggregated logits (softmax over dim 1 gives the
+        prediction).
+        """
+        if not memory:
+            raise ValueError("segment needs at least one memory entry")
+        if query is None:
+            query = self.encode_query(frame)
         objects = memory[0].keys.shape[0]
-        query_key, query_value = key.expand(objects, -1, -1, -1), value.expand(objects, -1, -1, -1)
+        query_key = query.key.expand(objects, -1, -1, -1)
+        query_value = query.value.expand(objects, -1, -1, -1)
         if self.memory_read == "bounded":
             read = read_memory_bounded(memory, query_key, query_value, self.read_budget)  # O, 1024, f16
         else:
             read = read_memory_naive(memory, query_key, query_value)
-        if self.share_skips:
-            # The skip branches see only the query frame: compute them once for all objects.
-            skip3, skip2 = self.Decoder.skip_branches(r3, r2)
-            logits = self.Decoder(read, skip3, skip2, skips_done=True)  # O, 2, H, W
+        if query.skips_done:
+            logits = self.Decoder(read, query.skip3, query.skip2, skips_done=True)  # O, 2, H, W
         else:
-            logits = self.Decoder(read, r3.expand(objects, -1, -1, -1), r2.expand(objects, -1, -1, -1))
+            skip3, skip2 = (t.expand(objects, -1, -1, -1) for t in (query.skip3, query.skip2))
+            logits = self.Decoder(read, skip3, skip2)
+        pads = query.pads
         object_probs = F.softmax(logits, dim=1)[:, 1]  # O, H, W
         return crop_padding(soft_aggregate(object_probs), pads)

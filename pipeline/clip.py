@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -82,11 +83,14 @@ def run_clip(
         finetune_s = time.perf_counter() - start
     start = time.perf_counter()
     model = load_model(checkpoint, options, device)
-    propagation = propagate_clip(model, clip, save, options, device, world)
-    result = propagation.result
-    fused = fuse and world.is_main and not result.is_fused(clip.stems)
-    if fused:  # only when the parts changed or the last fusing did not finish
-        ensemble_folders([result], clip.path.parent)
+    result = ResultFolder.of(save, clip.name, options.mem_every)
+    # One hold of the result folder for propagating and fusing (under torchrun propagate_clip takes
+    # it on rank 0 itself, so that a refusal reaches every rank, and fusing takes it again).
+    with result.lock() if world.is_main and not world.distributed else contextlib.nullcontext():
+        propagation = propagate_clip(model, clip, save, options, device, world)
+        fused = fuse and world.is_main and not result.is_fused(clip.stems)
+        if fused:  # only when the parts changed or the last fusing did not finish
+            ensemble_folders([result], clip.path.parent)
     run = ClipRun(Path(checkpoint), result, propagation.reused, propagation.computed, fused, finetune_s)
     run.propagate_s = time.perf_counter() - start
     return run

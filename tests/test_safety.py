@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -117,10 +118,14 @@ def test_the_token_is_not_written_to_the_request_log(tmp_path, workspace, caplog
         with caplog.at_level(logging.INFO, logger="werkzeug"):
             opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
             opener.open(f"http://127.0.0.1:{server.server_port}/?token={TOKEN}").read()
+        with socket.create_connection(("127.0.0.1", server.server_port)) as raw:  # a malformed request line
+            raw.sendall(f"GET /?token={TOKEN} HTTP/9.9 extra\r\n\r\n".encode())
+            answer = raw.recv(1000)
     finally:
         server.shutdown()
         server.server_close()
     assert "GET / HTTP" in caplog.text, "the request is logged"
+    assert b"400" in answer, "a malformed request is answered (with an error page), not crashed on"
     assert TOKEN not in caplog.text
 
 
@@ -444,3 +449,30 @@ def test_the_app_stopped_by_a_signal_stops_its_job(tmp_path, workspace, parity_w
     finally:
         if app.poll() is None:
             app.kill()
+
+
+@pytest.mark.unit
+def test_a_clip_appears_once_its_frames_are_there_and_a_refusal_is_a_message(app, workspace):
+    view = app.extensions["trimap_view"]
+    assert list(view.clips()) == ["clip"]
+    (workspace / "new").mkdir()  # being extracted: no frames yet
+    assert list(view.clips()) == ["clip"]
+    shutil.copy(workspace / "clip" / "00000_rgb.png", workspace / "new" / "00000_rgb.png")
+    assert list(view.clips()) == ["clip", "new"]
+
+    def full(*args):
+        raise UserError("the disk holding /x is full")
+
+    view.save_keyframe = full
+    png = encode_png(np.full((40, 56), 128, np.uint8))
+    response = request(app, "PUT", "/api/clips/clip/keyframe/00001", headers={"X-Token": TOKEN}, data=png)
+    assert response.status_code == 409 and "is full" in response.get_json()["error"]
+
+
+@pytest.mark.cli
+def test_the_old_spelling_of_a_required_renamed_flag_works(tmp_path):
+    for t in range(2):
+        atomic_write_png(tmp_path / f"{t:05d}_comp.png", np.full((16, 16, 3), 60 * t, np.uint8))
+    run = run_main("tgm.py", "encode", "--frames", tmp_path, "--out", tmp_path / "v.avi")
+    assert run.returncode == 0, run.stderr
+    assert "--frames is deprecated: write --images_dir" in run.stderr and (tmp_path / "v.avi").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -26,7 +27,7 @@ from training.images import training_sheet
 from training.layout import RunFolder
 from training.optim import learning_rate, load_optimizer_state, make_optimizer, select_parameters
 from training.step import TrainingStep
-from utils.distributed import SINGLE, World, barrier
+from utils.distributed import SINGLE, World, agree_on_success, barrier
 from utils.errors import UserError
 from utils.io import FolderLock, atomic_torch_save, atomic_write_png, atomic_write_text, refuse_inside
 from utils.logs import log_file, progress
@@ -64,12 +65,17 @@ def finetune(cfg: CfgNode, cfg_path: Path, clip: Clip, device: torch.device, wor
         seed_everything(cfg.SYSTEM.RANDOM_SEED)  # the same start on every rank
     run_dir = RunFolder.of(cfg, cfg_path)
     refuse_inside(run_dir.path, "SYSTEM.OUTDIR's run folder", clip.path, "the clip folder")
-    if not world.is_main:
+    with contextlib.ExitStack() as held:
+        error = None
+        if world.is_main:  # rank 0 writes the run folder: it holds its lock; every rank hears if it cannot
+            try:
+                held.enter_context(FolderLock(run_dir.path, "finetuning (SYSTEM.OUTDIR / SYSTEM.EXP_SUFFIX)"))
+                atomic_write_text(run_dir.config_yaml, cfg.dump(), durable=True)
+                held.enter_context(log_file(run_dir.train_log))
+            except Exception as exc:
+                error = exc
+        agree_on_success(world, error)
         return _finetune(cfg, clip, device, run_dir, seeded, world)
-    with FolderLock(run_dir.path, "finetuning (SYSTEM.OUTDIR / SYSTEM.EXP_SUFFIX)"):
-        atomic_write_text(run_dir.config_yaml, cfg.dump(), durable=True)
-        with log_file(run_dir.train_log):
-            return _finetune(cfg, clip, device, run_dir, seeded, world)
 
 
 def _check_train_config(cfg: CfgNode) -> None:

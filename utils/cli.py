@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 
 
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +29,9 @@ class DeprecatedFlag(argparse.Action):
         super().__init__(option_strings, dest, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
-        logging.getLogger("cli").warning("%s is deprecated: write %s (same meaning)", option_string, self.new)
+        # said once logging is set up (commands.execute logs ``deprecations``)
+        notes = getattr(namespace, "deprecations", None) or []
+        namespace.deprecations = [*notes, f"{option_string} is deprecated: write {self.new} (same meaning)"]
         setattr(namespace, self.dest, values)
 
 

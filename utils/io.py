@@ -36,10 +36,13 @@ _FILE_MODE = 0o666 & ~_process_umask()
 
 
 def fsync_dir(folder: Path) -> None:
-    """Flush a folder's entries (a rename into it) to the disk."""
+    """Flush a folder's entries (a rename into it) to the disk (where the file system can)."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
+    except OSError as exc:  # some network and FUSE file systems cannot sync a folder
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
     finally:
         os.close(fd)
 
@@ -55,10 +58,10 @@ def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb", dur
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise _write_error(path, exc) from exc
+        raise _write_error(path, exc) from None
     try:
-        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, mode) as handle:
+            os.fchmod(handle.fileno(), _FILE_MODE)
             write(handle)
             handle.flush()
             if durable:
@@ -72,24 +75,33 @@ def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb", dur
         except FileNotFoundError:
             pass
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise _write_error(path, exc) from exc
+            raise _write_error(path, exc) from None
         raise
 
 
 def _write_error(path: Path, exc: OSError) -> Exception:
+    """A full disk as a UserError naming the folder; any other error as it is."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return UserError(f"the disk holding {path.parent} is full ({exc.strerror}); free some space and rerun")
+        error = UserError(f"the disk holding {path.parent} is full ({exc.strerror}); free some space and rerun")
+        error.__cause__ = exc
+        return error
     return exc
 
 
 def create_exclusive(path: Path, data: bytes) -> bool:
     """Write ``data`` to ``path`` only if no file is there, atomically and durably (a complete
-    temporary file is linked into place, which fails if the name exists). Returns whether it wrote."""
+    temporary file is linked into place, which fails if the name exists; on file systems without
+    hard links, an exclusive create). Returns whether it wrote."""
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.exists():
+        return False
     try:
-        os.fchmod(fd, _FILE_MODE)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _write_error(path, exc) from None
+    try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), _FILE_MODE)
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -97,10 +109,29 @@ def create_exclusive(path: Path, data: bytes) -> bool:
             os.link(tmp_name, path)
         except FileExistsError:
             return False
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+                raise
+            return _create_exclusive_without_links(path, data)
         fsync_dir(path.parent)
         return True
+    except OSError as exc:
+        raise _write_error(path, exc) from None
     finally:
         os.unlink(tmp_name)
+
+
+def _create_exclusive_without_links(path: Path, data: bytes) -> bool:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    fsync_dir(path.parent)
+    return True
 
 
 def atomic_write_bytes(path: Path, data: bytes, durable: bool = False) -> None:
@@ -206,7 +237,11 @@ class FolderLock:
             held[1] += 1
             return self
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, _FILE_MODE)
+        path = self.folder / LOCK_NAME
+        try:
+            fd, writable = os.open(path, os.O_RDWR | os.O_CREAT, _FILE_MODE), True
+        except PermissionError:  # another user's lock file on a shared folder: flock needs no write access
+            fd, writable = os.open(path, os.O_RDONLY), False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -216,8 +251,17 @@ class FolderLock:
                 f"{self.folder} is being written by {holder}; wait for it to finish (or stop it), "
                 f"or give this {self.what} another folder"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"process {os.getpid()}".encode(), 0)
+        except OSError as exc:
+            os.close(fd)
+            raise UserError(
+                f"{path} cannot be locked ({exc.strerror}); use a local folder for this {self.what}"
+            ) from exc
+        if writable:
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"process {os.getpid()}".encode(), 0)
+            except OSError:
+                pass  # who holds it is only for the message of a second writer
         _HELD[self._key] = [fd, 1]
         return self
 
@@ -226,6 +270,9 @@ class FolderLock:
         held[1] -= 1
         if held[1] == 0:
             del _HELD[self._key]
-            os.ftruncate(held[0], 0)
-            fcntl.flock(held[0], fcntl.LOCK_UN)
-            os.close(held[0])
+            try:
+                os.ftruncate(held[0], 0)
+            except OSError:
+                pass
+            finally:
+                os.close(held[0])  # closing releases the flock

@@ -98,6 +98,7 @@ class JobRunner:
         self._ids = itertools.count(1)
         self.current: Job | None = None
         self._thread: threading.Thread | None = None
+        self._closed = False
 
     def busy(self) -> bool:
         return self.current is not None and self.current.state == "running"
@@ -105,6 +106,8 @@ class JobRunner:
     def start(self, clip: str, kind: str, commands: list[list[str]]) -> Job:
         """Start a job; RuntimeError when one is running."""
         with self._lock:
+            if self._closed:
+                raise RuntimeError("the app is shutting down: no new jobs")
             if self.busy():
                 raise RuntimeError(f"a {self.current.kind} job on {self.current.clip} is running; wait or cancel it")
             self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -127,11 +130,15 @@ class JobRunner:
             # Ctrl-C for the script and what it started: temporary files are removed, finished
             # outputs stay; a script that does not stop within CANCEL_GRACE seconds is killed.
             _signal_group(process, signal.SIGINT)
-            threading.Timer(CANCEL_GRACE, _signal_group, (process, signal.SIGKILL)).start()
+            killer = threading.Timer(CANCEL_GRACE, _signal_group, (process, signal.SIGKILL))
+            killer.daemon = True
+            killer.start()
         return job
 
     def stop(self, timeout: float = CANCEL_GRACE + 5) -> None:
-        """Cancel the running job and wait for it to end (the app is shutting down)."""
+        """Refuse new jobs, cancel the running one and wait for it to end (the app is shutting down)."""
+        with self._lock:
+            self._closed = True
         self.cancel()
         thread = self._thread
         if thread is not None:
@@ -149,7 +156,8 @@ class JobRunner:
                     job.log.append("$ " + " ".join([command_label(command), *arguments]))
                     job.process = subprocess.Popen(
                         [sys.executable, *command], cwd=REPO, env=env,
-                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+                        start_new_session=True,
                     )  # fmt: skip
                 for line in job.process.stdout:
                     job.log.append(line.rstrip()[-300:])

@@ -21,7 +21,9 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import logging
+import re
 import secrets
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from inference.layout import ResultFolder
+from utils.errors import UserError
 from webapp.jobs import APP_DIR, JobRunner
 from webapp.workspace import ViewError, WorkspaceView
 
@@ -39,6 +42,18 @@ STATIC = Path(__file__).resolve().parent / "static"
 MAX_UPLOAD_BYTES = 32 * 2**20
 XSRF_PLACEHOLDER = "__XSRF_TOKEN__"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+WILDCARD_HOSTS = ("", "0.0.0.0", "::")
+
+
+def machine_names() -> set[str]:
+    """This machine's host name, its fully qualified name and the addresses they resolve to."""
+    names = {socket.gethostname(), socket.getfqdn()}
+    for name in list(names):
+        try:
+            names |= set(socket.gethostbyname_ex(name)[2])
+        except OSError:
+            pass
+    return {n for n in names if n}
 
 
 @dataclass(frozen=True)
@@ -70,10 +85,19 @@ class Guard:
         return f"trimap_token_{self.port}"  # two apps on one machine keep their own cookies
 
     def allowed_hosts(self) -> set[str]:
+        """Host headers this app answers to: the loopback names, the ``--host`` address, and for a
+        wildcard ``--host`` (0.0.0.0, ::) this machine's name and addresses; with the port (a
+        browser leaves out port 80)."""
         names = {"127.0.0.1", "localhost", "[::1]"}
-        if self.host not in ("", "0.0.0.0", "::"):
-            names.add(f"[{self.host}]" if ":" in self.host else self.host)
-        return {f"{name}:{self.port}".lower() for name in names}
+        if self.host in WILDCARD_HOSTS:
+            names |= machine_names()
+        else:
+            names.add(self.host)
+        bracketed = {f"[{n}]" if ":" in n and not n.startswith("[") else n for n in names}
+        hosts = {f"{name}:{self.port}".lower() for name in bracketed}
+        if self.port == 80:
+            hosts |= {name.lower() for name in bracketed}
+        return hosts
 
     def matches(self, given: str | None, secret: str | None = None) -> bool:
         if not given:
@@ -81,12 +105,23 @@ class Guard:
         return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), (secret or self.token).encode())
 
 
+def without_query(text: str) -> str:
+    """A request line or path with every query string cut off (the token may be in one)."""
+    return re.sub(r"\?\S*", "", text)
+
+
 class QuietTokenHandler(WSGIRequestHandler):
-    """Werkzeug's request log without query strings: the token never reaches a log."""
+    """Werkzeug's request log without query strings: the token never reaches a log. Malformed
+    requests (no path parsed yet) are logged by their request line, cut the same way."""
 
     def log_request(self, code="-", size="-") -> None:
-        path = self.path.split("?", 1)[0]
-        self.log("info", '"%s %s %s" %s %s', self.command, path, self.request_version, code, size)
+        path = without_query(getattr(self, "path", None) or getattr(self, "requestline", "") or "-")
+        command = getattr(self, "command", None) or "-"
+        version = getattr(self, "request_version", None) or "-"
+        self.log("info", '"%s %s %s" %s %s', command, path, version, code, size)
+
+    def log_error(self, format: str, *args) -> None:
+        self.log("error", "%s", without_query(format % args))
 
 
 def create_app(config: AppConfig) -> Flask:
@@ -136,6 +171,10 @@ def create_app(config: AppConfig) -> Flask:
     @app.errorhandler(ViewError)
     def view_error(exc: ViewError):
         return jsonify(error=exc.message), exc.status
+
+    @app.errorhandler(UserError)
+    def user_error(exc: UserError):
+        return jsonify(error=str(exc)), 409
 
     @app.errorhandler(FileNotFoundError)
     def gone(exc: FileNotFoundError):
@@ -261,7 +300,7 @@ def commands_for(config: AppConfig, clip: str, kind: str, result: ResultFolder |
     entry = str(Path(__file__).resolve().parents[1] / "tgm.py")
     if kind == "propagate":
         command = [entry, "workspace", "--workspace", str(config.workspace), "--save", str(config.save),
-                   "--clips", clip]  # fmt: skip
+                   f"--clips={clip}"]  # fmt: skip
         if config.load:
             command += ["--load", str(config.load)]
         elif config.cfg:

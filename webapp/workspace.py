@@ -88,14 +88,16 @@ class WorkspaceView:
     # --- finding things -------------------------------------------------------------------------
 
     def clips(self) -> dict[str, Path]:
-        def scan() -> dict[str, Path]:
-            return {
-                p.name: p
-                for p in sorted(self.workspace.iterdir())
-                if p.is_dir() and not p.name.startswith(".") and stems_with(p, FRAME_SUFFIX)
-            }
+        """Sub-folders holding frames. The sub-folders are cached by the workspace's modification
+        time, their frames by each folder's own (a clip being extracted appears once it has frames)."""
 
-        return self._listings.get(self.workspace, scan)
+        def folders() -> list[Path]:
+            return [p for p in sorted(self.workspace.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+
+        return {p.name: p for p in self._listings.get(self.workspace, folders) if self._frame_stems(p)}
+
+    def _frame_stems(self, folder: Path) -> list[str]:
+        return self._listings.get(folder, lambda: stems_with(folder, FRAME_SUFFIX))
 
     def clip_dir(self, name: str) -> Path:
         found = self.clips().get(name)
@@ -104,8 +106,10 @@ class WorkspaceView:
         return found
 
     def stems(self, name: str) -> list[str]:
-        folder = self.clip_dir(name)
-        return self._listings.get(folder, lambda: stems_with(folder, FRAME_SUFFIX))
+        stems = self._frame_stems(self.clip_dir(name))
+        if not stems:
+            raise ViewError(404, f"clip {name} has no frames (any more)")
+        return stems
 
     def keyframes(self, name: str) -> list[str]:
         folder = self.clip_dir(name)
