@@ -56,7 +56,9 @@ from utils.precision import autocast_for, cpu_has_fast_bf16
 PATHS = {
     "naive": {"naive": True},
     "default": {},
+    "default-unshared": {"share_query_mib": 0},
     "fast-fp32": {"fast": True},
+    "fast-unshared": {"fast": True, "share_query_mib": 0},
     "fast-compiled": {"fast": True, "compile": True},
     "fast-bf16": {"fast": True, "precision": "bf16"},
     "fast-fp16": {"fast": True, "precision": "fp16"},
@@ -68,7 +70,11 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=("clip", "memory"), default="clip")
     parser.add_argument("--size", default="480x864", help="HEIGHTxWIDTH")
-    parser.add_argument("--frames", type=int, default=6, help="clip mode: frames (keyframe 0, one tail part)")
+    parser.add_argument("--frames", type=int, default=6, help="clip mode: frames of the generated clip")
+    parser.add_argument(
+        "--keyframes", choices=("ends", "first"), default="ends", help="clip mode: keyframes at both ends (one "
+        "segment, every frame between visited forward and backward: default) or only the first (one tail part)",
+    )  # fmt: skip
     parser.add_argument("--runs", type=int, default=3, help="rounds; medians are reported")
     parser.add_argument("--paths", default=None, help=f"comma list of {', '.join(PATHS)} (default: all that pay off)")
     parser.add_argument("--mem_every", type=int, default=5)
@@ -83,7 +89,7 @@ def parse_args() -> argparse.Namespace:
 def default_paths(device: torch.device) -> list[str]:
     if device.type == "cuda":
         return list(PATHS)
-    paths = ["naive", "default", "fast-fp32", "fast-compiled"]
+    paths = ["naive", "default-unshared", "default", "fast-unshared", "fast-fp32", "fast-compiled"]
     if cpu_has_fast_bf16():
         paths += ["fast-bf16", "compiled-bf16"]
     return paths
@@ -103,6 +109,7 @@ class PathResult:
     seconds: list[float]
     peaks: list[int]
     probs: dict[tuple[int, int], np.ndarray]
+    cache_bytes: int  # the most the shared query features took
 
 
 def emit(record: dict, json_path: str | None) -> None:
@@ -122,12 +129,13 @@ def clip_mode(args: argparse.Namespace, device: torch.device, height: int, width
         paths.insert(0, "naive")
     work = Path(tempfile.mkdtemp(prefix="bench_"))
     try:
-        sample = make_synthetic_clip(work / "ws", "bench", args.frames, (height, width), keyframes=(0,), seed=2)
+        keyframes = (0, args.frames - 1) if args.keyframes == "ends" else (0,)
+        sample = make_synthetic_clip(work / "ws", "bench", args.frames, (height, width), keyframes=keyframes, seed=2)
         clip = scan_clip(sample.folder)
         options = {name: PropagationOptions(mem_every=args.mem_every, **PATHS[name]) for name in paths}
         machine = limits(args, options, paths, device, height, width, clip, work)
         models = {name: build_model(args, options[name], device) for name in paths}
-        results = {name: PathResult([], [], {}) for name in paths}
+        results = {name: PathResult([], [], {}, 0) for name in paths}
         first = {}
         # round 0 warms up (and compiles); the medians are over the --runs rounds after it
         for run in range(args.runs + 1):
@@ -141,7 +149,9 @@ def clip_mode(args: argparse.Namespace, device: torch.device, height: int, width
                 shutil.rmtree(save, ignore_errors=True)
                 with PeakMemory(device) as peak:
                     start = time.perf_counter()
-                    propagate_clip(models[name], clip, save, options[name], device, on_step=keep if run == 0 else None)
+                    done = propagate_clip(models[name], clip, save, options[name], device,
+                                          on_step=keep if run == 0 else None)  # fmt: skip
+                    results[name].cache_bytes = max(results[name].cache_bytes, done.shared_peak_bytes)
                     if device.type == "cuda":
                         torch.cuda.synchronize(device)
                     seconds = time.perf_counter() - start
@@ -184,7 +194,7 @@ def limits(args, options, paths, device, height, width, clip, work) -> dict:
     counted: dict[tuple, float] = {}
     for name in paths:
         eager = dataclasses.replace(options[name], compile=False)  # FLOPs are counted on the eager twin
-        key = (eager.naive, eager.fast, eager.precision)
+        key = (eager.naive, eager.fast, eager.precision, eager.share_query_bytes(device) > 0)
         if key not in counted:
             model = build_model(args, eager, device)
             counted[key] = clip_flops(model, clip, eager, device, work / "flops") / len(clip)
@@ -221,7 +231,7 @@ def summarise(args, device, height, width, paths, options, results, first, machi
             "gflop_per_frame": round(gflop, 1), "gflops_per_s": round(gflop * fps, 1),
             "share_of_conv_peak": round(gflop * fps / peak, 3),
             "warmup_extra_s": round(first[name] - seconds, 1),
-            "peak_memory_bytes": int(max(result.peaks)),
+            "peak_memory_bytes": int(max(result.peaks)), "shared_query_bytes": result.cache_bytes,
             "label_agreement_vs_fp32": round(float(np.mean(agree)), 6),
             "max_prob_diff_vs_fp32": round(worst, 6),
         })  # fmt: skip
@@ -235,13 +245,14 @@ def print_table(rows: list[dict], machine: dict) -> None:
     print(f"\n{where}; flags: {flags}; {machine.get('torch_threads', '-')} torch threads; torch {machine['torch']}")
     print(f"the step's convolutions alone (channels_last fp32): {peak['gflops_per_s']:.0f} GFLOP/s "
           f"(best single shape {peak['best_shape_gflops_per_s']:.0f} GFLOP/s)")  # fmt: skip
-    print(f"{'path':<14}{'frames/s':>9}{'x naive':>8}{'GFLOP/fr':>9}{'GFLOP/s':>9}{'of peak':>8}"
-          f"{'warm-up s':>10}{'peak MiB':>9}{'agree':>10}{'max dP':>8}")  # fmt: skip
+    print(f"{'path':<17}{'frames/s':>9}{'x naive':>8}{'GFLOP/fr':>9}{'GFLOP/s':>9}{'of peak':>8}"
+          f"{'warm-up s':>10}{'peak MiB':>9}{'cache MiB':>10}{'agree':>10}{'max dP':>8}")  # fmt: skip
     for r in rows:
         print(
-            f"{r['path']:<14}{r['frames_per_s']:>9.3f}{r['ratio_vs_naive']:>8.2f}{r['gflop_per_frame']:>9.0f}"
+            f"{r['path']:<17}{r['frames_per_s']:>9.3f}{r['ratio_vs_naive']:>8.2f}{r['gflop_per_frame']:>9.0f}"
             f"{r['gflops_per_s']:>9.0f}{r['share_of_conv_peak']:>8.0%}{r['warmup_extra_s']:>10.1f}"
-            f"{r['peak_memory_bytes'] / 2**20:>9.0f}{r['label_agreement_vs_fp32']:>10.4%}"
+            f"{r['peak_memory_bytes'] / 2**20:>9.0f}{r['shared_query_bytes'] / 2**20:>10.0f}"
+            f"{r['label_agreement_vs_fp32']:>10.4%}"
             f"{r['max_prob_diff_vs_fp32']:>8.4f}"
         )
     print()

@@ -9,7 +9,8 @@
 # 1. the suite's CUDA tests (tests/test_cuda.py: device selection, --device cuda:0, --gpu 0, the
 #    cuDNN switches, TF32 off, bf16/fp16 autocast, --compile, the out-of-memory advice) and the
 #    parity case on CUDA in fp32 (the same comparison as on the CPU);
-# 2. the propagation bench at 1088x1920: naive, default, --fast, bf16, fp16, compiled: frames/s,
+# 2. the propagation bench at 1088x1920 (keyframes at both ends): naive, default and --fast with and
+#    without query sharing, bf16, fp16, compiled: frames/s,
 #    x naive, peak GPU memory, label agreement with fp32; and the memory mode against T;
 # 3. finetuning steps per second at 512x512 crops in fp32 and bf16.
 # The machine has no package registry: pip installs only from .gpu_wheels (--no-index). Its torch
@@ -45,11 +46,11 @@ fi
 if [ "$dry" = 0 ]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >> "$out/gpu.txt" 2>&1
   size=1088x1920 crop=512x512 frames=6 runs=2 steps=2,8,32 ft_steps=3 tests_limit=240 bench_limit=300
-  paths=naive,default,fast-fp32,fast-bf16,fast-fp16,fast-compiled,compiled-bf16 variants=fp32,bf16
+  paths=naive,default-unshared,default,fast-unshared,fast-fp32,fast-bf16,fast-fp16,fast-compiled,compiled-bf16 variants=fp32,bf16
 else
   echo "dry run: the CPU, tiny sizes; the CUDA tests skip with their reason" | tee -a "$out/gpu.txt"
   size=64x96 crop=64x64 frames=3 runs=1 steps=1,2 ft_steps=1 tests_limit=120 bench_limit=120
-  paths=naive,default variants=fp32  # bf16 training steps take minutes on CPUs without native bf16
+  paths=naive,default-unshared,default variants=fp32  # bf16 training steps take minutes on CPUs without native bf16
 fi
 
 step tests "$tests_limit" "$py" -m pytest -q -rs -p no:cacheprovider tests/test_cuda.py

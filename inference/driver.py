@@ -87,6 +87,8 @@ class Propagation:
     result: ResultFolder
     reused: list[int] = field(default_factory=list)
     computed: list[int] = field(default_factory=list)
+    shared_steps: int = 0  # segment steps that reused the query features of an earlier visit
+    shared_peak_bytes: int = 0  # the most the query cache held
 
 
 def propagate_clip(
@@ -150,16 +152,17 @@ def _propagate_parts(
         f"; this rank: {mine}" if world.distributed else "", keep_every, options.max_memory,
     )  # fmt: skip
     error = None
+    shared = (0, 0)
     try:
         if mine:
-            _run_parts(model, clip, (height, width), parts, mine, result, options, keep_every, device, on_step,
-                       on_part=lambda k: result.write_part_record(k, planned[k]))  # fmt: skip
+            shared = _run_parts(model, clip, (height, width), parts, mine, result, options, keep_every, device,
+                                on_step, on_part=lambda k: result.write_part_record(k, planned[k]))  # fmt: skip
     except Exception as exc:  # every rank must reach agree_on_success, or the others wait forever
         error = exc
     agree_on_success(world, error)
     if world.is_main:
         result.write_conf(conf_of(parts, clip))
-    return Propagation(result, sorted(reused), to_compute)
+    return Propagation(result, sorted(reused), to_compute, *shared)
 
 
 def make_propagator(
@@ -194,8 +197,9 @@ def _run_parts(
     device: torch.device,
     on_step: OnStep | None,
     on_part: Callable[[int], None],
-) -> None:
-    """Propagate the parts ``part_indices`` of ``parts`` and write their PNGs (frames: ``size``)."""
+) -> tuple[int, int]:
+    """Propagate the parts ``part_indices`` of ``parts`` and write their PNGs (frames: ``size``).
+    Returns (segment steps that shared query features, the most bytes the query cache held)."""
     height, width = size
     propagator = make_propagator(model, clip, options, keep_every, device)
     if propagator.query_cache is not None:
@@ -226,9 +230,12 @@ def _run_parts(
     elapsed = time.perf_counter() - start
     log.info("%d frames in %.1f s (%.2f frames/s) -> %s", total, elapsed, total / max(elapsed, 1e-9), result.path)
     cache = propagator.query_cache
-    if cache is not None and cache.hits:
+    if cache is None:
+        return 0, 0
+    if cache.hits:
         log.info("query features shared: %d of %d segment steps, at most %.0f MiB held", cache.hits,
                  cache.hits + cache.misses, cache.peak_bytes / 2**20)  # fmt: skip
+    return cache.hits, cache.peak_bytes
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -100,3 +100,18 @@ def test_a_part_that_does_not_fit_gets_advice(tmp_path, parity_weights):
     run = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert run.returncode == 2, run.stderr[-2000:]
     assert "out of GPU memory" in run.stderr and "--max_memory" in run.stderr
+
+
+def test_query_sharing_on_cuda_changes_no_bit(tmp_path, clip, parity_weights):
+    cuda = torch.device("cuda", 0)
+    prepare_device(cuda)
+
+    def run(mib):
+        options = PropagationOptions(share_query_mib=mib)
+        return run_clip(scan_clip(clip.folder), tmp_path / f"share{mib}", options, cuda, checkpoint=parity_weights,
+                        fuse=False).result  # fmt: skip
+
+    off, on = run(0), run(-1)
+    for k in off.part_dirs():
+        for stem in off.part_stems(k):
+            assert on.part_png(k, stem).read_bytes() == off.part_png(k, stem).read_bytes(), (k, stem)

@@ -25,5 +25,5 @@ def test_the_gpu_check_dry_run_passes_every_step(tmp_path):
     assert "gpu_check: all steps passed (dry run)" in (tmp_path / "steps.txt").read_text()
     assert "needs a CUDA GPU" in (tmp_path / "tests.txt").read_text(), "the CUDA tests say why they skip"
     lines = [json.loads(line) for line in (tmp_path / "bench.jsonl").read_text().splitlines()]
-    assert {line["path"] for line in lines} >= {"naive", "default"}
+    assert {line["path"] for line in lines} >= {"naive", "default-unshared", "default"}
     assert "torch" in (tmp_path / "gpu.txt").read_text()
