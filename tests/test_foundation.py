@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import subprocess
 
 import numpy as np
 import pytest
@@ -55,3 +56,9 @@ def test_extracted_frame_names_sort_in_frame_order(frames, digits):
         indices = [i for i in (0, 9, 10, 99_999, 100_000, frames - 2, frames - 1) if 0 <= i < frames]
         names = [f"{i:0{digits}d}" for i in sorted(set(indices))]
         assert sorted(names) == names
+
+
+def test_a_unit_test_cannot_start_a_child_process():
+    """The unit tier's guard (tests/conftest.py) is not blind: a child process fails the test."""
+    with pytest.raises(AssertionError, match="marked unit but starts a child process"):
+        subprocess.run(["true"], check=False)

@@ -30,7 +30,7 @@ def propagate(clip, save, weights, **options):
     return run_clip(scan_clip(clip.folder), save, PropagationOptions(**options), CPU, checkpoint=weights, fuse=False)
 
 
-@pytest.mark.unit
+@pytest.mark.e2e  # whole propagations, several seconds each
 @pytest.mark.parametrize("fast", [False, True], ids=["default", "fast"])
 def test_sharing_changes_no_bit(tmp_path, clip, parity_weights, fast, caplog):
     off = propagate(clip, tmp_path / "off", parity_weights, fast=fast, share_query_mib=0)
@@ -40,7 +40,7 @@ def test_sharing_changes_no_bit(tmp_path, clip, parity_weights, fast, caplog):
     assert part_bytes(on.result) == part_bytes(off.result)
 
 
-@pytest.mark.unit
+@pytest.mark.e2e  # whole propagations, several seconds each
 def test_a_budget_too_small_for_a_frame_recomputes_and_changes_no_bit(tmp_path, clip, parity_weights, caplog):
     off = propagate(clip, tmp_path / "off", parity_weights, share_query_mib=0)
     with caplog.at_level("INFO"):
@@ -50,7 +50,7 @@ def test_a_budget_too_small_for_a_frame_recomputes_and_changes_no_bit(tmp_path, 
     assert part_bytes(tight.result) == part_bytes(off.result)
 
 
-@pytest.mark.unit
+@pytest.mark.e2e  # whole propagations, several seconds each
 def test_a_part_recomputed_alone_finds_nothing_to_share_and_still_matches(tmp_path, clip, parity_weights):
     first = propagate(clip, tmp_path / "out", parity_weights)
     (first.result.part_dir(1) / f"{clip.stems[3]}_tri.png").unlink()  # part 1: backward from 6 to 1
