@@ -134,6 +134,15 @@ def run_main(script: str, *args: object) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess([script, *argv], code, out.getvalue(), err.getvalue())
 
 
+def app_workspace(tmp_path: Path) -> Path:
+    """The web app tests' workspace: one 5-frame 56x40 clip with keyframes 0 and 4 (ground truth in gt/)."""
+    from dataset.synthetic import make_synthetic_clip
+
+    make_synthetic_clip(tmp_path / "ws", "clip", num_frames=5, size=(40, 56), keyframes=(0, 4), seed=3,
+                        gt_root=tmp_path / "gt")  # fmt: skip
+    return tmp_path / "ws"
+
+
 # a finetuning config for tiny generated clips: one seeded step, small crops, no images
 ONE_STEP_FINETUNE_YAML = (
     "SYSTEM:\n  NUM_WORKERS: 0\n  RANDOM_SEED: 1\nTRAIN:\n  TRAIN_INPUT_SIZE: (48, 32)\n  TOTAL_STEPS: 1\n"

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from dataset.synthetic import make_synthetic_clip
+from helpers import app_workspace
 from utils.io import encode_png
 from webapp.server import AppConfig, create_app
 
@@ -19,9 +19,7 @@ TOKEN = "test-token-123"
 
 @pytest.fixture
 def workspace(tmp_path):
-    make_synthetic_clip(tmp_path / "ws", "clip", num_frames=5, size=(40, 56), keyframes=(0, 4), seed=3,
-                        gt_root=tmp_path / "gt")  # fmt: skip
-    return tmp_path / "ws"
+    return app_workspace(tmp_path)
 
 
 @pytest.fixture

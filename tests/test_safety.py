@@ -25,7 +25,7 @@ import torch
 
 from dataset.clip import scan_clip
 from dataset.synthetic import make_synthetic_clip
-from helpers import REPO, run_main
+from helpers import REPO, app_workspace, run_main
 from inference.options import PropagationOptions
 from matting.sequence import MatteFrame, MatteSettings, matte_clip
 from matting.solve import Solver
@@ -43,9 +43,7 @@ CPU = torch.device("cpu")
 
 @pytest.fixture
 def workspace(tmp_path):
-    make_synthetic_clip(tmp_path / "ws", "clip", num_frames=5, size=(40, 56), keyframes=(0, 4), seed=3,
-                        gt_root=tmp_path / "gt")  # fmt: skip
-    return tmp_path / "ws"
+    return app_workspace(tmp_path)
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -43,13 +42,6 @@ class ViewError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-
-
-@dataclass(frozen=True)
-class Upload:
-    """A grey image a client sent for a frame (trimap or mask), checked against the frame."""
-
-    grey: np.ndarray  # H x W uint8
 
 
 class _Cached:
@@ -218,9 +210,10 @@ class WorkspaceView:
 
     # --- uploads and saving ---------------------------------------------------------------------
 
-    def read_upload(self, name: str, stem: str, data: bytes, what: str) -> Upload:
-        """A PNG the client sent for frame ``stem``: its size is read from the header and checked
-        against the frame before it is decoded (a small file cannot become gigabytes of pixels)."""
+    def read_upload(self, name: str, stem: str, data: bytes, what: str) -> np.ndarray:
+        """A PNG the client sent for frame ``stem``, as grey H x W uint8: its size is read from the
+        header and checked against the frame before it is decoded (a small file cannot become
+        gigabytes of pixels)."""
         if not data:
             raise ViewError(400, f"no {what} image in the request")
         header = parse_png_header(data[:26])
@@ -232,7 +225,7 @@ class WorkspaceView:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
         if image is None or image.dtype not in (np.uint8, np.uint16) or image.shape[:2] != (height, width):
             raise ViewError(400, f"the {what} is not a PNG OpenCV can decode (send an 8- or 16-bit PNG)")
-        return Upload(to_grey(image))
+        return to_grey(image)
 
     def _save_lock(self, path: Path) -> threading.Lock:
         with self._locks_lock:
@@ -244,7 +237,7 @@ class WorkspaceView:
         serialised; the backup is created exclusively; both writes are durable."""
         folder = self.clip_dir(name)
         stem = self.frame_stem(name, stem)
-        labels = snap_trimap(self.read_upload(name, stem, data, "trimap").grey)
+        labels = snap_trimap(self.read_upload(name, stem, data, "trimap"))
         path = folder / f"{stem}{TRIMAP_SUFFIX}"
         backup = path.with_name(path.name[: -len(".png")] + BACKUP_SUFFIX)
         with self._save_lock(path):
@@ -261,6 +254,6 @@ class WorkspaceView:
         stem = self.frame_stem(name, stem)
         if not 0 <= band_per_side <= MAX_BAND:
             raise ViewError(400, f"width must be between 0 and {MAX_BAND} pixels")
-        grey = self.read_upload(name, stem, data, "mask").grey
+        grey = self.read_upload(name, stem, data, "mask")
         mask = binarise(grey.astype(np.float32) / 255.0, None)  # the rule of tgm.py trimap from-mask
         return encode_png(encode_labels(mask_to_trimap(mask, band_per_side, band_per_side)))
