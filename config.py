@@ -27,9 +27,18 @@ _C.SYSTEM.CUDNN_ENABLED = True
 # bits, less work; -1: the device's default, 2048 on the CPU and 8192 on a GPU; 0: off). The flag
 # --share_query_mib overrides it.
 _C.SYSTEM.SHARE_QUERY_MIB = -1
+# new: propagate with the frames' shorter side scaled to this many pixels and the probabilities
+# scaled back to the frame's size (0: the frames' own size, the published computation). The flag
+# --max_internal_size overrides it.
+_C.SYSTEM.MAX_INTERNAL_SIZE = 0
+# new: a video clip's decoded frames are kept in RAM up to this many MiB, then in a temporary
+# folder up to FRAME_SPILL_MIB (the backward passes read each segment again, in reverse).
+_C.SYSTEM.FRAME_CACHE_MIB = 1024
+_C.SYSTEM.FRAME_SPILL_MIB = 8192
 
 _C.DATASET = CfgNode()
-_C.DATASET.PATH = ""  # the clip folder: <stem>_rgb.png frames, <stem>_trimap.png keyframes
+_C.DATASET.PATH = ""  # the clip folder (<stem>_rgb.png frames, <stem>_trimap.png keyframes) or a video file
+_C.DATASET.TRIMAPS = ""  # new: a video clip's keyframe folder (<frame number>_trimap.png); empty: <stem>_trimaps/
 _C.DATASET.SUBSET = False
 
 _C.FINETUNE = CfgNode()

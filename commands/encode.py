@@ -1,9 +1,13 @@
-"""``tgm.py encode``: a PNG sequence (such as the composites of ``tgm.py matte --background``) as a video.
+"""``tgm.py encode``: an image sequence (trimaps, overlays, alpha mattes, foregrounds, composites) as a video.
 
-usage: tgm.py encode --images_dir RESULTS/CLIP_memN/matte --out composite.mp4 [--suffix _comp.png] [--fps 25]
+usage: tgm.py encode --images_dir RESULTS/CLIP_memN/matte --out composite.mp4 [--suffix _comp.png]
+                     [--fps 25 | --source VIDEO]
 
-Transparent images (the RGBA foregrounds) go over black; the PNG sequence itself stays the
-lossless result.
+The codec follows the file type: .mp4 (H.264), .avi (MPEG-4), .mov (ProRes: 4444 with alpha for
+RGBA images such as the foregrounds <stem>_fg.png, an editor's matte), .mkv (FFV1, lossless, with
+alpha). Transparent images go over black in a video without alpha. Numeric stems are the frames'
+numbers in the source: each frame keeps its time (a clip of every other frame stays in step with
+its source), at --fps or the frame rate of --source. The PNG sequence itself stays the lossless result.
 """
 
 from __future__ import annotations
@@ -12,33 +16,55 @@ import argparse
 import logging
 from pathlib import Path
 
+import cv2
+import numpy as np
+
 from dataset.clip import stems_with
+from dataset.video import DEFAULT_FPS, WRITERS, frame_numbers, probe_video
 from evaluation.pictures import over_black, write_video
 from matting.sequence import COMPOSITE_SUFFIX
 from utils.cli import add_renamed
 from utils.errors import UserError
-from utils.images import read_image
+from utils.images import read_image, to_8bit
 
 NAME = "encode"
-HELP = "A PNG sequence (e.g. the composites of tgm.py matte) as a video."
+HELP = "An image sequence (trimaps, overlays, mattes, foregrounds, composites) as a video; alpha in .mov/.mkv."
 log = logging.getLogger("encode")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images_dir", default=None, help="folder of <stem><suffix> images, in stem order (required)")
     add_renamed(parser, "--frames", "--images_dir", "images_dir")
-    parser.add_argument("--suffix", default=COMPOSITE_SUFFIX, help=f"which images (default {COMPOSITE_SUFFIX})")
-    parser.add_argument("--out", required=True, help="video path (.mp4 or .avi)")
-    parser.add_argument("--fps", type=float, default=25.0)
+    parser.add_argument(
+        "--suffix", default=COMPOSITE_SUFFIX, help=f"which images (default {COMPOSITE_SUFFIX}; _fg.png: RGBA "
+        "foregrounds, _alpha.png: mattes, _trimap.png: trimaps, .png: overlays)",
+    )  # fmt: skip
+    parser.add_argument("--out", required=True, help=f"video path ({', '.join(WRITERS)})")
+    rate = parser.add_mutually_exclusive_group()
+    rate.add_argument("--fps", type=float, default=None, help=f"frame rate (default {DEFAULT_FPS:g})")
+    rate.add_argument("--source", default=None, help="the clip's video: its frame rate is kept")
+
+
+def for_video(image: np.ndarray, keep_alpha: bool) -> np.ndarray:
+    """An image as 8-bit BGR, or BGRA when it has alpha and the video keeps it."""
+    if keep_alpha and image.ndim == 3 and image.shape[2] == 4:
+        return to_8bit(image)
+    return over_black(image)
 
 
 def run(args: argparse.Namespace) -> None:
     if args.images_dir is None:
         raise UserError("--images_dir is required: the folder of the images to encode")
-    folder = Path(args.images_dir)
+    folder, out = Path(args.images_dir), Path(args.out)
+    if out.suffix.lower() not in WRITERS:
+        raise UserError(f"--out {out}: write the video as one of {', '.join(WRITERS)}")
     stems = stems_with(folder, args.suffix)
     if not stems:
         raise UserError(f"{folder} holds no <stem>{args.suffix} images")
-    images = (over_black(read_image(folder / f"{s}{args.suffix}")) for s in stems)
-    count = write_video(Path(args.out), images, args.fps, total=len(stems))
-    log.info("%d frames -> %s", count, args.out)
+    fps = float(probe_video(Path(args.source)).fps) if args.source else (args.fps or DEFAULT_FPS)
+    if fps <= 0:
+        raise UserError(f"--fps {fps}: must be > 0")
+    keep_alpha = WRITERS[out.suffix.lower()][2] is not None
+    images = (for_video(read_image(folder / f"{s}{args.suffix}", cv2.IMREAD_UNCHANGED), keep_alpha) for s in stems)
+    count = write_video(out, images, fps, total=len(stems), frame_numbers=frame_numbers(stems))
+    log.info("%d frames at %.3g fps -> %s", count, fps, out)

@@ -3,7 +3,9 @@
 usage: tgm.py extract VIDEO --out WORKSPACE/CLIP [--every N] [--max_edge PX] [--start F] [--count C]
 
 Writes every Nth frame (optionally resized so that the longer edge is at most PX) into a new clip
-folder; draw trimaps for a few of them as <index>_trimap.png.
+folder; draw trimaps for a few of them as <index>_trimap.png. A video can also be a clip as it is
+(DATASET.PATH: the video; no extraction): its frames are decoded the same way, so frame i of the
+video clip is byte for byte the PNG extracted here, under the same stem.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ log = logging.getLogger("extract")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("video", help="an .mp4/.avi/.mov file OpenCV can read")
+    parser.add_argument("video", help="a video file (.mp4, .mov, .mkv, .avi, ...; decoded with PyAV/FFmpeg)")
     parser.add_argument("--out", required=True, help="the new clip folder (workspace/<clip>)")
     parser.add_argument("--every", type=int, default=1, help="keep every Nth frame")
     parser.add_argument("--max_edge", type=int, default=0, help="resize so the longer edge is at most this (0: keep)")

@@ -38,7 +38,10 @@ def run(args: argparse.Namespace) -> None:
     if cfg.SYSTEM.NUM_WORKERS < 0:
         raise UserError(f"SYSTEM.NUM_WORKERS {cfg.SYSTEM.NUM_WORKERS}: must be >= 0")
     with world_on_device(args.device, args.gpu, cfg.SYSTEM) as (world, device):
-        result = finetune(cfg, Path(args.cfg), clip, device, world)
+        try:
+            result = finetune(cfg, Path(args.cfg), clip, device, world)
+        finally:
+            clip.close()
     if world.is_main:
         log.info("checkpoint: %s (propagate with: python test_mf_2.py --cfg %s --load %s --save results)",
                  result.checkpoint, args.cfg, result.checkpoint)  # fmt: skip

@@ -20,7 +20,7 @@ import logging
 import sys
 from pathlib import Path
 
-from dataset.clip import FRAME_SUFFIX, TRIMAP_SUFFIX, stems_with
+from dataset.clip import FRAME_SUFFIX, TRIMAP_SUFFIX, locate_clip, open_clip_frames, stems_with
 from inference.layout import ResultFolder
 from matting.background import Background
 from matting.sequence import MatteFrame, MatteSettings, matte_clip
@@ -38,8 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--result", help="a result folder <clip>_mem<N> with ensemble/")
     source.add_argument("--trimaps", help="a folder of <stem>_trimap.png (ground truth, hand-made, ...)")
-    parser.add_argument("--dataroot", help="the workspace holding <clip>/<stem>_rgb.png (with --result)")
-    parser.add_argument("--frames_dir", help="the clip folder holding <stem>_rgb.png (instead of --dataroot)")
+    parser.add_argument(
+        "--dataroot", help="the workspace holding <clip>/<stem>_rgb.png or the video <clip>.mp4 (with --result)"
+    )
+    parser.add_argument(
+        "--frames_dir", help="the clip folder holding <stem>_rgb.png, or the clip's video (instead of --dataroot)"
+    )
     add_renamed(parser, "--frames", "--frames_dir", "frames_dir")
     parser.add_argument("--out", help="output folder (default: <result>/matte)")
     parser.add_argument(
@@ -64,7 +68,7 @@ def frames_to_matte(args: argparse.Namespace) -> tuple[list[MatteFrame], Path]:
         clip_dir = (
             Path(args.frames_dir)
             if args.frames_dir
-            else (Path(args.dataroot) / result.clip_name if args.dataroot else None)
+            else (locate_clip(Path(args.dataroot), result.clip_name) if args.dataroot else None)
         )
         out = Path(args.out) if args.out else result.matte_dir
     else:
@@ -77,14 +81,24 @@ def frames_to_matte(args: argparse.Namespace) -> tuple[list[MatteFrame], Path]:
         out = Path(args.out)
     if clip_dir is None:
         raise UserError("say where the frames are: --dataroot WORKSPACE (with --result) or --frames_dir CLIP_FOLDER")
-    order = stems_with(clip_dir, FRAME_SUFFIX)
-    if not order:
-        raise UserError(f"{clip_dir} holds no <stem>{FRAME_SUFFIX} frames; check --dataroot / --frames_dir")
+    if not clip_dir.exists():
+        raise UserError(f"{clip_dir} does not exist; check --dataroot / --frames_dir")
+    clip_frames = open_clip_frames(clip_dir)  # a video is only probed here
+    order = clip_frames.stems
     missing = sorted(set(stems) - set(order))
     if missing:
-        raise UserError(f"{clip_dir / (missing[0] + FRAME_SUFFIX)} is missing ({len(missing)} trimaps without a frame)")
+        what = (
+            f"{clip_dir} has no frame {missing[0]}"
+            if clip_frames.is_video
+            else f"{clip_frames.describe(missing[0])} is missing"
+        )
+        raise UserError(f"{what} ({len(missing)} trimaps without a frame)")
     index = {stem: i for i, stem in enumerate(order)}
-    items = [MatteFrame(s, index[s], clip_dir / f"{s}{FRAME_SUFFIX}", trimaps / f"{s}{TRIMAP_SUFFIX}") for s in stems]
+
+    def frame_of(stem: str) -> Path:
+        return clip_dir if clip_frames.is_video else clip_dir / f"{stem}{FRAME_SUFFIX}"
+
+    items = [MatteFrame(s, index[s], frame_of(s), trimaps / f"{s}{TRIMAP_SUFFIX}") for s in stems]
     return sorted(items, key=lambda item: item.index), out
 
 
@@ -101,6 +115,8 @@ def run(args: argparse.Namespace) -> None:
             held.enter_context(ResultFolder(args.result).lock())
         held.enter_context(FolderLock(out, "matting (--out)"))
         report = matte_clip(frames, settings, args.workers, args.overwrite)
+    for stem, why in sorted(report.notes.items()):
+        log.warning("frame %s: %s (the trimap allows no other answer)", stem, why)
     for stem, reason in sorted(report.failed.items()):
         log.error("frame %s: %s", stem, reason)
     seconds = sum(report.seconds.values()) / max(len(report.seconds), 1)

@@ -41,8 +41,13 @@ def run(args: argparse.Namespace) -> None:
     refuse_inside(save, "--save", clip.path, "the clip folder")
     ensure_writable_dir(save, "--save")
     with world_on_device(args.device, args.gpu, cfg.SYSTEM) as (world, device):
-        run = run_clip(clip, save, options, device, checkpoint=Path(args.load), fuse=False, world=world)
-    if world.is_main:
+        try:
+            run = run_clip(clip, save, options, device, checkpoint=Path(args.load), fuse=False, world=world)
+        finally:
+            clip.close()
+    if world.is_main and options.discard_parts:
+        log.info("done: %s (fused while propagating: %s)", run.result.path, run.result.ensemble_dir)
+    elif world.is_main:
         log.info(
             "done: %s (fuse with: python ensemble.py --predroot %s --dataroot %s)", run.result.path, save,
             clip.path.parent,

@@ -25,9 +25,16 @@ from dataclasses import asdict
 from pathlib import Path
 
 from config import load_config
-from dataset.clip import FRAME_SUFFIX, stems_with
 from inference.options import PropagationOptions, add_propagation_arguments
-from pipeline.workspace import ClipOutcome, WorkspaceJob, find_clips, process_clip, summary_table
+from pipeline.workspace import (
+    ClipOutcome,
+    WorkspaceJob,
+    clip_length,
+    clip_name_of,
+    find_clips,
+    process_clip,
+    summary_table,
+)  # fmt: skip
 from utils.cli import add_config_arguments, add_device_arguments, add_renamed
 from utils.distributed import gather, share_by_load, world_on_device
 from utils.errors import UserError
@@ -73,10 +80,10 @@ def run(args: argparse.Namespace) -> None:
     options = PropagationOptions.from_args(args)  # checks the flags before any work
     clips = find_clips(Path(args.workspace))
     if args.clips:
-        unknown = sorted(set(args.clips) - {c.name for c in clips})
+        unknown = sorted(set(args.clips) - {clip_name_of(c) for c in clips})
         if unknown:
             raise UserError(f"--clips {unknown[0]}: no such clip folder with frames in {args.workspace}")
-        clips = [c for c in clips if c.name in args.clips]
+        clips = [c for c in clips if clip_name_of(c) in args.clips]
     if args.refine_steps < 0:
         raise UserError(f"--refine_steps {args.refine_steps}: must be >= 0")
     save = ensure_writable_dir(Path(args.save), "--save")
@@ -87,18 +94,18 @@ def run(args: argparse.Namespace) -> None:
         Path(args.gt) if args.gt else None, args.gt_band_diameter, args.refine_steps, args.keep_finetuned,
     )  # fmt: skip
     with world_on_device(args.device, args.gpu, base.SYSTEM) as (world, device):
-        loads = [len(stems_with(c, FRAME_SUFFIX)) for c in clips]
+        loads = [clip_length(c) for c in clips]
         outcomes = []
         for index in share_by_load(loads, world.size)[world.rank]:
             try:
                 outcomes.append(process_clip(clips[index], job, world, device))
             except Exception as exc:  # one clip's failure must not stop the others, nor leave ranks waiting
                 if isinstance(exc, UserError):
-                    log.error("%s: %s", clips[index].name, exc)
+                    log.error("%s: %s", clip_name_of(clips[index]), exc)
                 else:
-                    log.exception("%s: unexpected failure", clips[index].name)
-                outcomes.append(ClipOutcome(clips[index].name, loads[index], world.rank, "failed", str(exc)))
-            log.info("%s: %s", clips[index].name, outcomes[-1].status)
+                    log.exception("%s: unexpected failure", clip_name_of(clips[index]))
+                outcomes.append(ClipOutcome(clip_name_of(clips[index]), loads[index], world.rank, "failed", str(exc)))
+            log.info("%s: %s", clip_name_of(clips[index]), outcomes[-1].status)
         everything = sorted((o for mine in gather(world, outcomes) for o in mine), key=lambda o: o.clip)
     if world.is_main:
         print(summary_table(everything))

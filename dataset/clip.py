@@ -1,13 +1,19 @@
-"""Clips: frames ``<stem>_rgb.png`` in sorted order and keyframes ``<stem>_trimap.png``, found and checked.
+"""Clips: frames in order and keyframes ``<stem>_trimap.png``, found and checked.
+
+A clip is a folder of frames ``<stem>_rgb.png`` (sorted by stem) with its keyframe trimaps beside
+them, or a video file (``.mp4``, ``.mov``, ``.mkv``, ``.avi``, ...) whose frame ``i`` has the stem
+``tgm.py extract`` gives it (``00000``, ``00001``, ...) and whose trimaps live in a folder of their
+own (``DATASET.TRIMAPS``; by default ``<video stem>_trimaps/`` beside the video).
 
 Frames and trimaps are paired by stem (the published finetuning paired them by list position,
 which is wrong unless every frame has a trimap). Where a clip's frames come from is a
-``FrameSource``: a folder of PNGs today (``FolderFrames``); image files themselves are read by
-``utils/images.py``.
+``FrameSource``: a folder of PNGs (``FolderFrames``) or a video decoded on demand
+(``dataset.video.VideoFrames``); image files themselves are read by ``utils/images.py``.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import logging
 import re
@@ -20,10 +26,20 @@ import cv2
 import numpy as np
 
 from dataset.trimap import BACKGROUND, FOREGROUND, UNKNOWN, read_trimap
+from dataset.video import (
+    DEFAULT_CACHE_MIB,
+    DEFAULT_SPILL_MIB,
+    FRAME_SUFFIX,
+    VIDEO_EXTENSIONS,
+    FrameCache,
+    VideoFrames,
+    is_video,
+    probe_video,
+)  # fmt: skip
 from utils.errors import UserError
 from utils.images import image_size, png_header, read_image, read_rgb
 
-FRAME_SUFFIX = "_rgb.png"
+TRIMAPS_FOLDER_SUFFIX = "_trimaps"  # a video clip's keyframes: <video stem>_trimaps/ beside it
 TRIMAP_SUFFIX = "_trimap.png"
 ALPHA_SUFFIX = "_alpha.png"  # ground-truth mattes (evaluation, generated clips, importers)
 
@@ -70,10 +86,12 @@ def file_digest(path: Path) -> str:
 
 @dataclass
 class Clip:
-    """A clip folder: its frames in order and which of them are keyframes.
+    """A clip: its frames in order and which of them are keyframes.
 
-    stems: frame stems in sorted order; keyframe_indices: sorted indices into ``stems``;
-    dilation: ``FINETUNE.DILATION``, applied whenever a keyframe trimap is read.
+    path: the clip folder, or the video file; stems: frame stems in order; keyframe_indices:
+    sorted indices into ``stems``; dilation: ``FINETUNE.DILATION``, applied whenever a keyframe
+    trimap is read; trimap_dir: where the keyframe trimaps are (None: ``path``, a folder);
+    video: the decoder of a video clip (None for a folder of frames).
     """
 
     path: Path
@@ -81,27 +99,47 @@ class Clip:
     keyframe_indices: list[int]
     trimap_stems: set[str] = field(default_factory=set)
     dilation: int = 0
+    trimap_dir: Path | None = None
+    video: VideoFrames | None = None
 
     @property
     def name(self) -> str:
-        return self.path.name
+        """Names the result folder: the folder's name, or the video's stem."""
+        return self.path.stem if self.video is not None else self.path.name
 
     def __len__(self) -> int:
         return len(self.stems)
 
     @property
     def frames(self) -> FrameSource:
-        return FolderFrames(self.path, tuple(self.stems))
+        return self.video if self.video is not None else FolderFrames(self.path, tuple(self.stems))
 
     def frame_path(self, index: int) -> Path:
+        """The PNG of frame ``index`` (folder clips only: a video clip's frames have no file)."""
+        if self.video is not None:
+            raise ValueError(f"{self.path} is a video: its frames have no files")
         return self.path / f"{self.stems[index]}{FRAME_SUFFIX}"
+
+    def describe_frame(self, index: int) -> str:
+        """Frame ``index`` for a message: its file, or the video and the frame's number."""
+        if self.video is not None:
+            return f"{self.path} frame {index}"
+        return str(self.frame_path(index))
 
     def read_frame(self, index: int) -> np.ndarray:
         """Frame ``index`` as H x W x 3 uint8, RGB order (see ``utils.images.read_rgb``)."""
         return self.frames.read_rgb(index)
 
+    def frame_digest(self, index: int) -> str:
+        return self.frames.digest(index)
+
     def trimap_path(self, index: int) -> Path:
-        return self.path / f"{self.stems[index]}{TRIMAP_SUFFIX}"
+        return (self.trimap_dir or self.path) / f"{self.stems[index]}{TRIMAP_SUFFIX}"
+
+    def close(self) -> None:
+        """Let go of the video decoder and its cached frames (a folder clip holds nothing)."""
+        if self.video is not None:
+            self.video.close()
 
     def read_keyframe(self, index: int) -> np.ndarray:
         """The trimap of keyframe ``index`` as labels (H x W uint8, 0/1/2), dilated as configured."""
@@ -149,23 +187,59 @@ def _check_names(folder: Path, names: list[str]) -> None:
         )
 
 
-def scan_clip(path: str | Path, gt_idx: Sequence[int] = (), dilation: int = 0) -> Clip:
-    """Find the frames and keyframes of a clip folder.
+@dataclass(frozen=True)
+class FrameBudget:
+    """How many decoded frames of a video clip are kept: MiB in RAM, then MiB in a temporary folder
+    (``SYSTEM.FRAME_CACHE_MIB``, ``SYSTEM.FRAME_SPILL_MIB``; the folder under ``spill_root``, by
+    default the system's temporary folder)."""
+
+    ram_mib: int = DEFAULT_CACHE_MIB
+    spill_mib: int = DEFAULT_SPILL_MIB
+    spill_root: Path | None = None
+
+    def cache(self) -> FrameCache:
+        return FrameCache(self.ram_mib << 20, self.spill_mib << 20, self.spill_root)
+
+
+def default_trimap_dir(video: Path) -> Path:
+    """Where a video clip's keyframe trimaps are unless DATASET.TRIMAPS says: ``<stem>_trimaps/`` beside it."""
+    return video.with_name(f"{video.stem}{TRIMAPS_FOLDER_SUFFIX}")
+
+
+def scan_clip(
+    path: str | Path,
+    gt_idx: Sequence[int] = (),
+    dilation: int = 0,
+    trimaps: str | Path = "",
+    budget: FrameBudget | None = None,
+) -> Clip:
+    """Find the frames and keyframes of a clip folder or a video file.
 
     Args:
-        path: the clip folder (``DATASET.PATH``).
+        path: the clip folder or video file (``DATASET.PATH``).
         gt_idx: keyframe indices into the sorted frames (``FINETUNE.GT_IDX``); empty: every frame
             that has a ``<stem>_trimap.png``.
         dilation: ``FINETUNE.DILATION`` for reading the keyframe trimaps.
+        trimaps: a video clip's trimap folder (``DATASET.TRIMAPS``; empty: ``<stem>_trimaps/``).
+        budget: how many decoded frames a video clip keeps (default: ``FrameBudget()``).
     Raises UserError for a missing folder, no frames, no keyframes or a bad index.
     """
     folder = Path(path)
     if not str(path):
         raise UserError("DATASET.PATH is empty: set it to your clip folder in the yaml or as DATASET.PATH <dir>")
     if not folder.exists():
-        raise UserError(f"DATASET.PATH {folder} does not exist; set it to your clip folder")
+        raise UserError(f"DATASET.PATH {folder} does not exist; set it to your clip folder or video file")
+    if folder.is_file() and is_video(folder):
+        return _scan_video(folder, gt_idx, dilation, Path(trimaps) if str(trimaps) else None, budget)
     if not folder.is_dir():
-        raise UserError(f"DATASET.PATH {folder} is not a folder; set it to the folder holding the frames")
+        raise UserError(
+            f"DATASET.PATH {folder} is neither a folder nor a video ({', '.join(VIDEO_EXTENSIONS)}); set it to the "
+            "folder holding the frames or to the video"
+        )
+    if str(trimaps):
+        raise UserError(
+            f"DATASET.TRIMAPS {trimaps} is for video clips; {folder} is a folder, whose trimaps lie beside its frames"
+        )
     names = visible_files(folder)
     _check_names(folder, names)
     stems = _stems(names, FRAME_SUFFIX)
@@ -181,6 +255,42 @@ def scan_clip(path: str | Path, gt_idx: Sequence[int] = (), dilation: int = 0) -
             f"{folder / (orphans[0] + TRIMAP_SUFFIX)} has no matching frame {orphans[0]}{FRAME_SUFFIX}"
             f"{f' ({len(orphans)} such trimaps)' if len(orphans) > 1 else ''}; rename or remove it"
         )
+    keyframes = _keyframes(folder, folder, stems, trimap_stems, gt_idx, FRAME_SUFFIX)
+    return Clip(folder, stems, keyframes, set(trimap_stems), dilation)
+
+
+def _scan_video(
+    video: Path, gt_idx: Sequence[int], dilation: int, trimaps: Path | None, budget: FrameBudget | None
+) -> Clip:
+    info = probe_video(video)
+    trimap_dir = trimaps or default_trimap_dir(video)
+    if not trimap_dir.is_dir():
+        raise UserError(
+            f"{video} is a video clip and its trimap folder {trimap_dir} does not exist: put its keyframes there as "
+            f"<frame number>{TRIMAP_SUFFIX} (e.g. {info.stems[0]}{TRIMAP_SUFFIX}), or name the folder in "
+            "DATASET.TRIMAPS"
+        )
+    names = visible_files(trimap_dir)
+    _check_names(trimap_dir, names)
+    stems = info.stems
+    trimap_stems = _stems(names, TRIMAP_SUFFIX)
+    orphans = sorted(set(trimap_stems) - set(stems))
+    if orphans:
+        raise UserError(
+            f"{trimap_dir / (orphans[0] + TRIMAP_SUFFIX)} names no frame of {video} ({info.frame_count} frames, "
+            f"{stems[0]} to {stems[-1]}); trimaps of a video are named <frame number>{TRIMAP_SUFFIX} with "
+            f"{len(stems[0])} digits"
+        )
+    keyframes = _keyframes(video, trimap_dir, stems, trimap_stems, gt_idx, " (a frame of the video)")
+    frames = VideoFrames(info, (budget or FrameBudget()).cache())
+    return Clip(video, stems, keyframes, set(trimap_stems), dilation, trimap_dir, frames)
+
+
+def _keyframes(
+    folder: Path, trimap_dir: Path, stems: list[str], trimap_stems: list[str], gt_idx: Sequence[int], frame_word: str
+) -> list[int]:
+    """The keyframe indices of the clip at ``folder`` (a folder or a video): ``gt_idx`` checked, or
+    every frame with a trimap."""
     index_of = {stem: i for i, stem in enumerate(stems)}
     if gt_idx:
         keyframes = list(gt_idx)
@@ -196,17 +306,21 @@ def scan_clip(path: str | Path, gt_idx: Sequence[int] = (), dilation: int = 0) -
         for i in keyframes:
             if stems[i] not in trimap_stems:
                 raise UserError(
-                    f"FINETUNE.GT_IDX names frame {i} ({stems[i]}{FRAME_SUFFIX}), but "
-                    f"{folder / (stems[i] + TRIMAP_SUFFIX)} does not exist; draw it or drop {i} from GT_IDX"
+                    f"FINETUNE.GT_IDX names frame {i} ({stems[i]}{frame_word}), but "
+                    f"{trimap_dir / (stems[i] + TRIMAP_SUFFIX)} does not exist; draw it or drop {i} from GT_IDX"
                 )
         keyframes = sorted(keyframes)
     else:
         keyframes = sorted(index_of[s] for s in trimap_stems)
     if not keyframes:
+        if trimap_dir != folder:
+            raise UserError(
+                f"{folder} has no keyframes: add at least one <frame number>{TRIMAP_SUFFIX} to {trimap_dir}"
+            )
         raise UserError(
             f"{folder} has no keyframes: add at least one <stem>{TRIMAP_SUFFIX} next to its <stem>{FRAME_SUFFIX}"
         )
-    return Clip(folder, stems, keyframes, set(trimap_stems), dilation)
+    return keyframes
 
 
 def trimap_warnings(labels: np.ndarray) -> list[str]:
@@ -225,8 +339,13 @@ def check_sizes(clip: Clip) -> tuple[int, int]:
     """All frames share one size and every keyframe trimap has its frame's size; PNGs are whole.
 
     Frame formats that are converted on reading (16-bit, grey, with alpha) are logged here, once.
-    Returns (height, width); raises UserError naming the first file that is wrong.
+    Returns (height, width); raises UserError naming the first file that is wrong. A video's
+    frames share the size its stream says.
     """
+    if clip.video is not None:
+        size = (clip.video.info.height, clip.video.info.width)
+        _check_trimap_sizes(clip, size, f"{clip.path}'s frames are")
+        return size
     first = clip.frame_path(0)
     size = image_size(first)
     formats: dict[str, str] = {}
@@ -246,6 +365,11 @@ def check_sizes(clip: Clip) -> tuple[int, int]:
             )
     for what, example in formats.items():
         log.warning("%s: %s frames, e.g. %s", clip.path, what, example)
+    _check_trimap_sizes(clip, size, "its frame is")
+    return size
+
+
+def _check_trimap_sizes(clip: Clip, size: tuple[int, int], frame_is: str) -> None:
     for index in clip.keyframe_indices:
         path = clip.trimap_path(index)
         header = png_header(path)
@@ -260,7 +384,69 @@ def check_sizes(clip: Clip) -> tuple[int, int]:
         other = (header.height, header.width) if header else image_size(path)
         if other != size:
             raise UserError(
-                f"{clip.trimap_path(index)} is {other[1]}x{other[0]} but its frame is {size[1]}x{size[0]}; "
+                f"{clip.trimap_path(index)} is {other[1]}x{other[0]} but {frame_is} {size[1]}x{size[0]}; "
                 "a trimap must have the size of its frame"
             )
-    return size
+
+
+@dataclass
+class ClipFrames:
+    """A clip's frames by stem, wherever they are (a folder of PNGs or a video): for the tools that
+    pair frames with outputs named by stem (overlays, mattes)."""
+
+    path: Path
+    stems: list[str]
+    source: FrameSource
+
+    def __post_init__(self) -> None:
+        self._index = {stem: i for i, stem in enumerate(self.stems)}
+
+    @property
+    def is_video(self) -> bool:
+        return isinstance(self.source, VideoFrames)
+
+    def index(self, stem: str) -> int:
+        return self._index[stem]
+
+    def read_rgb(self, stem: str) -> np.ndarray:
+        return self.source.read_rgb(self._index[stem])
+
+    def describe(self, stem: str) -> str:
+        """A frame for a message: its file, or the video and the frame's number."""
+        if self.is_video:
+            return f"{self.path} frame {self._index[stem]}"
+        return str(self.path / f"{stem}{FRAME_SUFFIX}")
+
+    def size(self) -> tuple[int, int]:
+        """(height, width) of the frames (of the first, for a folder)."""
+        if isinstance(self.source, VideoFrames):
+            return self.source.info.height, self.source.info.width
+        return image_size(self.path / f"{self.stems[0]}{FRAME_SUFFIX}")
+
+    def close(self) -> None:
+        if isinstance(self.source, VideoFrames):
+            self.source.close()
+
+
+def locate_clip(dataroot: Path, name: str) -> Path:
+    """Where the clip ``name`` of a workspace is: the folder ``dataroot/name``, else a video
+    ``dataroot/name.<ext>`` (the folder's path when neither exists, for the caller's message)."""
+    folder = dataroot / name
+    if folder.is_dir():
+        return folder
+    for path in sorted(dataroot.glob(f"{glob.escape(name)}.*")):
+        if path.is_file() and is_video(path):
+            return path
+    return folder
+
+
+def open_clip_frames(path: Path, ram_mib: int = 256) -> ClipFrames:
+    """The frames of a clip folder or a video file (a video keeps up to ``ram_mib`` decoded frames);
+    UserError when there are none."""
+    if path.is_file() and is_video(path):
+        info = probe_video(path)
+        return ClipFrames(path, info.stems, VideoFrames(info, FrameCache(ram_mib << 20)))
+    stems = stems_with(path, FRAME_SUFFIX)
+    if not stems:
+        raise UserError(f"{path} holds no <stem>{FRAME_SUFFIX} frames and is not a video")
+    return ClipFrames(path, stems, FolderFrames(path, tuple(stems)))

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from dataset import video
 from dataset.trimap import LABEL_GREY
-from utils.errors import UserError
 from utils.images import to_8bit
-from utils.logs import progress
 
 log = logging.getLogger(__name__)
 
@@ -86,35 +85,17 @@ def contact_sheet(
     return np.concatenate(rows[:-1], axis=0)
 
 
-def open_video_writer(path: Path, fps: float, size_wh: tuple[int, int]) -> cv2.VideoWriter:
-    """A VideoWriter for .mp4 (mp4v) or .avi (MJPG); UserError if OpenCV cannot write it."""
-    fourcc = {".mp4": "mp4v", ".avi": "MJPG", ".mov": "mp4v"}.get(path.suffix.lower())
-    if fourcc is None:
-        raise UserError(f"{path}: write the video as .mp4, .mov or .avi")
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size_wh)
-    if not writer.isOpened():
-        raise UserError(f"OpenCV cannot write {path} with codec {fourcc}; try an .avi file")
-    return writer
-
-
-def write_video(path: Path, images: Sequence[np.ndarray] | object, fps: float, total: int | None = None) -> int:
-    """Write BGR frames (a sequence or an iterator) to a video through a temporary file."""
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    writer = None
-    count = 0
-    try:
-        for image in progress(images, total=total, desc=path.name, unit="frame"):
-            if writer is None:
-                writer = open_video_writer(tmp, fps, (image.shape[1], image.shape[0]))
-            writer.write(image)
-            count += 1
-    finally:
-        if writer is not None:
-            writer.release()
-    if count == 0:
-        raise UserError(f"no frames to write to {path}")
-    tmp.replace(path)
-    return count
+def write_video(
+    path: Path,
+    images: Iterable[np.ndarray],
+    fps: float,
+    total: int | None = None,
+    frame_numbers: Iterable[int] | None = None,
+) -> int:
+    """Write BGR (or BGRA) frames, a sequence or an iterator, as a video (see dataset.video.write_video:
+    the codec follows the file type; alpha is kept in .mov and .mkv)."""
+    rgb = (cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB) for image in images)
+    return video.write_video(path, rgb, fps, frame_numbers=frame_numbers, total=total)
 
 
 def over_black(image: np.ndarray) -> np.ndarray:

@@ -4,26 +4,31 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
-from dataset.clip import Clip, check_sizes, trimap_warnings
+from dataset.clip import Clip, ClipFrames, check_sizes, trimap_warnings
 from dataset.trimap import probs_to_png
+from inference.ensemble import frames_of, fuse_frame
 from inference.layout import ResultFolder
 from inference.options import PropagationOptions
 from inference.plan import Part, part_confidence, plan_parts, work_units
 from inference.propagator import FrameSource, PartStep, Propagator, QueryCache, keyframe_probs, probs_to_image
 from inference.records import PartRecords, RunInputs
+from inference.uncertainty import uncertainty_of, write_uncertainty
 from model.checkpoint import load_checkpoint
 from model.folding import fold_batch_norms
 from model.stm import STM
 from utils.distributed import SINGLE, World, agree_on_success, gather, share_by_load
 from utils.errors import UserError
+from utils.images import read_image
 from utils.io import BackgroundWriter, atomic_write_png
 from utils.logs import progress
 from utils.precision import autocast_for
@@ -114,6 +119,11 @@ def propagate_clip(
     parts = plan_parts(clip.keyframe_indices, len(clip))
     if not parts:
         raise UserError(f"{clip.path} has a single frame and it is the keyframe: there is nothing to propagate")
+    if options.discard_parts and world.distributed:
+        raise UserError(
+            "--discard_parts fuses each frame once all its parts are done, in one process: run it without torchrun "
+            "(or keep the parts and fuse with ensemble.py)"
+        )
     keep_every = options.keep_every(len(clip))
     result = ResultFolder.of(save_root, clip.name, options.mem_every)
     records = PartRecords(clip, RunInputs.of(model, options, keep_every, device))
@@ -124,7 +134,8 @@ def propagate_clip(
         if world.is_main:  # rank 0 holds the folder for the whole run: one writer per result folder
             try:
                 held.enter_context(result.lock())
-                reused, unchanged = result.adopt_parts([r["fingerprint"] for r in planned], options.recompute)
+                recompute = options.recompute or options.discard_parts  # discarded parts cannot be reused
+                reused, unchanged = result.adopt_parts([r["fingerprint"] for r in planned], recompute)
                 if not unchanged:
                     result.clear_fused()
             except Exception as exc:  # every rank must reach the gather, or the others wait forever
@@ -146,23 +157,74 @@ def _propagate_parts(
     units = work_units(parts, to_compute, segments_together=options.share_query_bytes(device) > 0)
     my_units = share_by_load([sum(len(parts[k]) for k in unit) for unit in units], world.size)[world.rank]
     mine = sorted(k for i in my_units for k in units[i])
+    working = options.working_size(height, width)
     log.info(
-        "%s: %d frames of %dx%d, keyframes %s, %d parts (%d reused, %d to compute%s), keep every %d, max_memory %s",
-        clip.path, len(clip), width, height, clip.keyframe_indices, len(parts), len(reused), len(to_compute),
+        "%s: %d frames of %dx%d%s, keyframes %s, %d parts (%d reused, %d to compute%s), keep every %d, max_memory %s",
+        clip.path, len(clip), width, height,
+        f" (propagated at {working[1]}x{working[0]})" if working != (height, width) else "",
+        clip.keyframe_indices, len(parts), len(reused), len(to_compute),
         f"; this rank: {mine}" if world.distributed else "", keep_every, options.max_memory,
     )  # fmt: skip
     error = None
     shared = (0, 0)
+    fusion = EarlyFusion(result, parts, clip) if options.discard_parts else None
     try:
         if mine:
+            on_part = fusion.part_done if fusion else (lambda k: result.write_part_record(k, planned[k]))
             shared = _run_parts(model, clip, (height, width), parts, mine, result, options, keep_every, device,
-                                on_step, on_part=lambda k: result.write_part_record(k, planned[k]))  # fmt: skip
+                                on_step, on_part=on_part)  # fmt: skip
     except Exception as exc:  # every rank must reach agree_on_success, or the others wait forever
         error = exc
+    finally:
+        if fusion is not None:
+            fusion.close()
     agree_on_success(world, error)
     if world.is_main:
-        result.write_conf(conf_of(parts, clip))
+        conf = conf_of(parts, clip)
+        if fusion is not None:
+            write_uncertainty(result, uncertainty_of(fusion.scores, conf))
+        result.write_conf(conf)
     return Propagation(result, sorted(reused), to_compute, *shared)
+
+
+class EarlyFusion:
+    """``--discard_parts``: each frame is fused (ensemble trimap, overlay, uncertainty score) as
+    soon as every part covering it is done, and then its part PNGs are deleted, so that the parts
+    on disk never hold more than the segments in progress."""
+
+    def __init__(self, result: ResultFolder, parts: list[Part], clip: Clip) -> None:
+        self.result, self.parts, self.clip = result, parts, clip
+        self.covering = frames_of(conf_of(parts, clip))  # stem -> [(part, weight)]
+        self.waiting = {stem: len(covered) for stem, covered in self.covering.items()}
+        self.unfused = {k: len(part) for k, part in enumerate(parts)}
+        self.frames = ClipFrames(clip.path, clip.stems, clip.frames)
+        self.writer = BackgroundWriter(workers=1)
+        self.scores: dict[str, float] = {}
+        result.ensemble_dir.mkdir(exist_ok=True)
+        result.envis_dir.mkdir(exist_ok=True)
+
+    def part_done(self, k: int) -> None:
+        """Part ``k``'s PNGs are written: fuse the frames it completes, then drop their part PNGs."""
+        ready = []
+        for frame in self.parts[k].frames:
+            stem = self.clip.stems[frame]
+            self.waiting[stem] -= 1
+            if self.waiting[stem] == 0:
+                covered = self.covering[stem]
+                pngs = [read_image(self.result.part_png(j, stem), cv2.IMREAD_COLOR) for j, _ in covered]
+                weights = [w for _, w in covered]
+                self.scores[stem] = fuse_frame(self.result, stem, pngs, weights, self.frames, self.writer)
+                ready.append(stem)
+        self.writer.flush()  # the fused outputs are on disk before their inputs go
+        for stem in ready:
+            for j, _ in self.covering[stem]:
+                self.result.part_png(j, stem).unlink()
+                self.unfused[j] -= 1
+                if self.unfused[j] == 0:
+                    shutil.rmtree(self.result.part_dir(j))
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 def make_propagator(
@@ -171,13 +233,16 @@ def make_propagator(
     """A Propagator over ``clip``'s frames and keyframe trimaps (warnings logged for trimaps
     that lack a class)."""
     keyframes = {}
+    working = None
     for k in clip.keyframe_indices:
         labels = clip.read_keyframe(k)
-        keyframes[k] = keyframe_probs(labels)
+        working = options.working_size(*labels.shape)
+        keyframes[k] = keyframe_probs(labels, working)
         problems = trimap_warnings(labels)
         if problems:
             log.warning("keyframe %s has %s", clip.trimap_path(k), " and ".join(problems))
-    frames = FrameSource(clip, device, workers=min(options.n_threads, 2), memory_format=options.memory_format)
+    frames = FrameSource(clip, device, workers=min(options.n_threads, 2), memory_format=options.memory_format,
+                         size=working)  # fmt: skip
     budget = options.share_query_bytes(device)
     return Propagator(
         model, frames, keyframes, keep_every, options.max_memory, autocast_for(options.precision, device),
@@ -201,6 +266,7 @@ def _run_parts(
     """Propagate the parts ``part_indices`` of ``parts`` and write their PNGs (frames: ``size``).
     Returns (segment steps that shared query features, the most bytes the query cache held)."""
     height, width = size
+    working = options.working_size(height, width)
     propagator = make_propagator(model, clip, options, keep_every, device)
     if propagator.query_cache is not None:
         propagator.query_cache.expect([parts[k] for k in part_indices])
@@ -213,7 +279,7 @@ def _run_parts(
                 result.part_dir(k).mkdir(exist_ok=True)
                 bar.set_postfix_str(f"part {k + 1}/{len(parts)}", refresh=False)
                 for step in propagator.run_part(parts[k]):
-                    probs = probs_to_image(step.probs, height, width)
+                    probs = probs_to_image(step.probs, *working, frame_size=size)
                     if on_step is not None:
                         on_step(k, step, probs)
                     writer.submit(atomic_write_png, result.part_png(k, clip.stems[step.frame]), probs_to_png(probs))

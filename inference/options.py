@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from dataset.prepare import internal_size
 from utils.errors import UserError
 from utils.precision import PRECISIONS
 
@@ -37,6 +38,10 @@ class PropagationOptions:
     share_query_mib: MiB of query features shared between the two parts of a segment (-1: the
         device's default, see :meth:`share_query_bytes`; 0: off; None: not given, the config says).
         It changes no bit of the results, so it is not part of a part's fingerprint.
+    max_internal_size: propagate with the frames' shorter side scaled to this (0: the frames' own
+        size, the published computation; None: not given, the config says). Part of the fingerprint.
+    discard_parts: fuse each frame as soon as every part covering it is done and delete its part
+        PNGs (disk for long clips grows with the fused trimaps only; reruns cannot reuse parts).
     """
 
     mem_every: int = 5
@@ -48,6 +53,8 @@ class PropagationOptions:
     compile: bool = False
     recompute: bool = False
     share_query_mib: int | None = -1
+    max_internal_size: int | None = 0
+    discard_parts: bool = False
 
     def __post_init__(self) -> None:
         if self.mem_every < 0:
@@ -62,6 +69,11 @@ class PropagationOptions:
             raise UserError(f"--precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if self.share_query_mib is not None and self.share_query_mib < -1:
             raise UserError(f"--share_query_mib {self.share_query_mib}: give MiB >= 0 (0: off), or -1 for the default")
+        if self.max_internal_size is not None and self.max_internal_size != 0 and self.max_internal_size < 32:
+            raise UserError(
+                f"--max_internal_size {self.max_internal_size}: give the shorter side in pixels, at least 32 "
+                "(e.g. 480 or 720), or 0 for the frames' own size"
+            )
         if self.naive and (self.fast or self.compile):
             raise UserError("--naive is the published computation as it was: it takes neither --fast nor --compile")
 
@@ -71,14 +83,23 @@ class PropagationOptions:
         return cls(
             mem_every=args.mem_every, max_memory=args.max_memory, n_threads=args.n_threads,
             precision=args.precision, naive=args.naive, fast=args.fast, compile=args.compile, recompute=args.recompute,
-            share_query_mib=args.share_query_mib,
+            share_query_mib=args.share_query_mib, max_internal_size=args.max_internal_size,
+            discard_parts=args.discard_parts,
         )  # fmt: skip
 
     def with_config(self, system) -> PropagationOptions:
-        """The options with what the config's SYSTEM node says where no flag did (SHARE_QUERY_MIB)."""
-        if self.share_query_mib is not None:
-            return self
-        return dataclasses.replace(self, share_query_mib=int(system.SHARE_QUERY_MIB))
+        """The options with what the config's SYSTEM node says where no flag did (SHARE_QUERY_MIB,
+        MAX_INTERNAL_SIZE)."""
+        given = {}
+        if self.share_query_mib is None:
+            given["share_query_mib"] = int(system.SHARE_QUERY_MIB)
+        if self.max_internal_size is None:
+            given["max_internal_size"] = int(system.MAX_INTERNAL_SIZE)
+        return dataclasses.replace(self, **given) if given else self
+
+    def working_size(self, height: int, width: int) -> tuple[int, int]:
+        """The size frames of ``height`` x ``width`` are propagated at (see dataset.prepare.internal_size)."""
+        return internal_size(height, width, self.max_internal_size or 0)
 
     def share_query_bytes(self, device: torch.device) -> int:
         """The query-sharing budget in bytes: the given MiB, or by default 8 GiB on a GPU and
@@ -121,6 +142,15 @@ def add_propagation_arguments(parser: argparse.ArgumentParser) -> None:
         "--share_query_mib", type=int, default=None, help="MiB of query features the forward and backward parts "
         "of a segment share (the same results, less work; default: SYSTEM.SHARE_QUERY_MIB, -1 = 2048 on the CPU, "
         "8192 on a GPU; 0: off)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max_internal_size", type=int, default=None, help="propagate with the frames' shorter side scaled to this "
+        "many pixels, the trimaps scaled back (for HD: 480 or 720, see README; default SYSTEM.MAX_INTERNAL_SIZE, "
+        "0 = the frames' own size, the published computation)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--discard_parts", action="store_true", help="fuse each frame as soon as its parts are done and delete "
+        "their probability PNGs: disk grows with the fused trimaps only (for long clips; no part reuse on reruns)",
     )  # fmt: skip
     path = parser.add_mutually_exclusive_group()
     path.add_argument(

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from dataset.clip import Clip
-from dataset.prepare import frame_to_tensor, pad_reflect
+from dataset.prepare import frame_to_tensor, pad_reflect, resize_frame, resize_labels
 from dataset.trimap import labels_to_onehot
 from inference.memory_bank import MemoryBank, Slot
 from inference.plan import Part
@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 
 class FrameSource:
-    """Network inputs of a clip's frames (1 x 3 x Hp x Wp, reflect-padded to a multiple of 32).
+    """Network inputs of a clip's frames (1 x 3 x Hp x Wp, reflect-padded to a multiple of 32),
+    at ``size`` (h, w; None: the frames' own size: see inference.options.working_size).
 
     Frames are read and prepared on ``workers`` background threads ahead of use
     (:meth:`prefetch`); a few recent ones are cached, since each frame is used twice in a row
@@ -39,8 +40,10 @@ class FrameSource:
         workers: int = 1,
         cache_size: int = 6,
         memory_format: torch.memory_format = torch.contiguous_format,
+        size: tuple[int, int] | None = None,
     ) -> None:
         self.clip = clip
+        self.size = size
         self.device = device
         self.memory_format = memory_format
         self.cache_size = cache_size
@@ -49,7 +52,8 @@ class FrameSource:
         self._lock = threading.Lock()
 
     def _load(self, index: int) -> torch.Tensor:
-        return pad_reflect(frame_to_tensor(self.clip.read_frame(index)))
+        rgb = self.clip.read_frame(index)
+        return pad_reflect(frame_to_tensor(rgb if self.size is None else resize_frame(rgb, self.size)))
 
     def prefetch(self, indices: list[int]) -> None:
         """Start loading these frames (no-op without workers or when already loaded)."""
@@ -127,8 +131,11 @@ class QueryCache:
             self.peak_bytes = max(self.peak_bytes, self.held_bytes)
 
 
-def keyframe_probs(labels: np.ndarray) -> torch.Tensor:
-    """A keyframe's labels (H x W) -> one-hot 1 x 3 x Hp x Wp, reflect-padded like its frame."""
+def keyframe_probs(labels: np.ndarray, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """A keyframe's labels (H x W) -> one-hot 1 x 3 x Hp x Wp at ``size`` (h, w; None: its own;
+    thin bands kept, see dataset.prepare.resize_labels), reflect-padded like its frame."""
+    if size is not None:
+        labels = resize_labels(labels, size)
     return pad_reflect(torch.from_numpy(labels_to_onehot(labels)).unsqueeze(0))
 
 
@@ -219,6 +226,12 @@ class Propagator:
         return query
 
 
-def probs_to_image(probs: torch.Tensor, height: int, width: int) -> np.ndarray:
-    """1 x 3 x Hp x Wp probabilities -> H x W x 3 float32 numpy, cropped to the frame."""
-    return probs[0, :, :height, :width].permute(1, 2, 0).float().cpu().numpy()
+def probs_to_image(
+    probs: torch.Tensor, height: int, width: int, frame_size: tuple[int, int] | None = None
+) -> np.ndarray:
+    """1 x 3 x Hp x Wp probabilities -> H x W x 3 float32 numpy, cropped to the ``height`` x ``width``
+    they were computed at, then (``frame_size``, h w, when it differs) scaled bilinearly to the frame's size."""
+    probs = probs[:, :, :height, :width].float()
+    if frame_size is not None and frame_size != (height, width):
+        probs = F.interpolate(probs, size=frame_size, mode="bilinear", align_corners=False)
+    return probs[0].permute(1, 2, 0).cpu().numpy()

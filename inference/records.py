@@ -58,6 +58,8 @@ class RunInputs:
             "keep_every": keep_every, "max_memory": options.max_memory, "precision": options.precision,
             "naive": options.naive, "fast": options.fast, "compile": options.compile,
         }  # fmt: skip
+        if options.max_internal_size:  # only when set: parts computed before the option existed stay valid
+            described["max_internal_size"] = options.max_internal_size
         return cls(weights_digest(model), described, device_description(device))
 
 
@@ -67,21 +69,27 @@ class PartRecords:
     def __init__(self, clip: Clip, run: RunInputs) -> None:
         self.clip = clip
         self.run = run
-        self._digests: dict[Path, str] = {}
+        self._digests: dict[Path | tuple[str, int], str] = {}
 
     def _digest(self, path: Path) -> str:
         if path not in self._digests:
             self._digests[path] = file_digest(path)
         return self._digests[path]
 
+    def _frame_digest(self, index: int) -> str:
+        key = ("frame", index)
+        if key not in self._digests:
+            self._digests[key] = self.clip.frame_digest(index)
+        return self._digests[key]
+
     def record(self, part: Part) -> dict:
         """The ingredients of a part's output and their fingerprint (``record["fingerprint"]``)."""
         clip = self.clip
         ingredients = {
             "version": OUTPUT_VERSION,
-            "frames": [[clip.stems[f], self._digest(clip.frame_path(f))] for f in part.frames],
+            "frames": [[clip.stems[f], self._frame_digest(f)] for f in part.frames],
             "keyframes": [
-                [clip.stems[k], self._digest(clip.frame_path(k)), self._digest(clip.trimap_path(k))] for k in part.fixed
+                [clip.stems[k], self._frame_digest(k), self._digest(clip.trimap_path(k))] for k in part.fixed
             ],
             "dilation": clip.dilation,
             "weights": self.run.weights,

@@ -33,8 +33,9 @@ import numpy as np
 
 from dataset.clip import ALPHA_SUFFIX, file_digest
 from dataset.trimap import decode_trimap
+from dataset.video import FrameCache, VideoFrames, is_video, probe_video
 from matting.background import Background, BackgroundFrames
-from matting.solve import FrameError, Solver, composite, foreground
+from matting.solve import FrameError, Solver, composite, foreground, one_sided
 from utils.images import read_alpha, read_image
 from utils.io import atomic_write_json, atomic_write_png
 from utils.logs import progress
@@ -60,12 +61,34 @@ def _digest_once(path: Path) -> str:
 
 @dataclass(frozen=True)
 class MatteFrame:
-    """One frame to matte: its stem, index in the clip, frame and trimap files."""
+    """One frame to matte: its stem, index in the clip, frame (a PNG, or the clip's video, whose
+    frame ``index`` it is) and trimap files."""
 
     stem: str
     index: int
     frame: Path
     trimap: Path
+
+    def read_bgr(self) -> np.ndarray:
+        if is_video(self.frame):
+            return np.ascontiguousarray(_video(self.frame).read_rgb(self.index)[..., ::-1])
+        return read_image(self.frame, cv2.IMREAD_COLOR)
+
+    def frame_digest(self) -> str:
+        if is_video(self.frame):
+            return _video(self.frame).digest(self.index)
+        return file_digest(self.frame)
+
+
+@functools.lru_cache(maxsize=2)
+def _video_of(path: Path, size: int, mtime_ns: int) -> VideoFrames:
+    return VideoFrames(probe_video(path), FrameCache(256 << 20))  # runs are consecutive: a small cache will do
+
+
+def _video(path: Path) -> VideoFrames:
+    """The decoder of a clip's video, one per process and file version."""
+    stat = path.stat()
+    return _video_of(path, stat.st_size, stat.st_mtime_ns)
 
 
 @dataclass(frozen=True)
@@ -86,7 +109,7 @@ class MatteSettings:
             background = {"kind": self.background.kind, "rgb": list(self.background.rgb),
                           "file": _digest_once(path) if path else None}  # fmt: skip
         return {
-            "trimap": file_digest(item.trimap), "frame": file_digest(item.frame), "alpha16": self.alpha16,
+            "trimap": file_digest(item.trimap), "frame": item.frame_digest(), "alpha16": self.alpha16,
             "solver": [self.solver.method, self.solver.tolerance, self.solver.max_iterations],
             "background": background,
         }  # fmt: skip
@@ -113,18 +136,27 @@ class MatteReport:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)  # frames matted without the solver, and why
 
 
 def matte_frame(
-    item: MatteFrame, settings: MatteSettings, start: np.ndarray | None, backgrounds: BackgroundFrames | None
+    item: MatteFrame,
+    settings: MatteSettings,
+    start: np.ndarray | None,
+    backgrounds: BackgroundFrames | None,
+    notes: dict[str, str] | None = None,
 ) -> np.ndarray:
-    """Solve and write one frame's outputs; returns its alpha. FrameError for bad inputs."""
+    """Solve and write one frame's outputs; returns its alpha. FrameError for bad inputs; a trimap
+    with one known side only is answered without the solver and said in ``notes``."""
     record = settings.record(item)  # before reading: a trimap corrected meanwhile is matted again next time
     settings.record_path(item.stem).unlink(missing_ok=True)  # until the new outputs are all written
-    bgr = read_image(item.frame, cv2.IMREAD_COLOR)
+    bgr = item.read_bgr()
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float64) / 255.0
     labels = decode_trimap(read_image(item.trimap, cv2.IMREAD_GRAYSCALE))
     alpha = settings.solver.alpha(rgb, labels, start)
+    why = one_sided(labels)
+    if why is not None and notes is not None:
+        notes[item.stem] = why
     fg = foreground(rgb, alpha)
     out_alpha, out_fg, *out_comp = settings.outputs(item.stem)
     if settings.alpha16:
@@ -147,13 +179,13 @@ def matte_run(run: list[MatteFrame], settings: MatteSettings, start_from: Path |
     start = read_alpha(start_from) if start_from is not None and start_from.exists() else None
     backgrounds = None
     if settings.background is not None:
-        height, width = read_image(run[0].frame, cv2.IMREAD_COLOR).shape[:2]
+        height, width = run[0].read_bgr().shape[:2]
         backgrounds = BackgroundFrames(settings.background, height, width)
     try:
         for item in run:
             began = time.perf_counter()
             try:
-                start = matte_frame(item, settings, start, backgrounds)
+                start = matte_frame(item, settings, start, backgrounds, report.notes)
             except FrameError as exc:
                 report.failed[item.stem] = str(exc)
                 start = None
@@ -245,5 +277,6 @@ def split_runs(frames: list[MatteFrame], workers: int) -> list[list[MatteFrame]]
 
 def _merge(report: MatteReport, part: MatteReport) -> None:
     report.done += part.done
+    report.notes.update(part.notes)
     report.failed.update(part.failed)
     report.seconds.update(part.seconds)

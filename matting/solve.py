@@ -23,17 +23,24 @@ class FrameError(Exception):
 
 
 def check_inputs(image: np.ndarray, labels: np.ndarray) -> None:
-    """FrameError for a trimap a solver cannot use: another size, no known foreground or
-    background, or nothing unknown to solve."""
+    """FrameError for a trimap no alpha can be given for: another size, or nothing known at all."""
     if image.shape[:2] != labels.shape:
         raise FrameError(
             f"the trimap is {labels.shape[1]}x{labels.shape[0]} but the frame is {image.shape[1]}x{image.shape[0]}"
         )
-    missing = [
-        name for value, name in ((FOREGROUND, "foreground"), (BACKGROUND, "background")) if not (labels == value).any()
-    ]
-    if missing:
-        raise FrameError(f"the trimap has no {' and no '.join(missing)}: the solver needs both as known colours")
+    if not (labels == FOREGROUND).any() and not (labels == BACKGROUND).any():
+        raise FrameError("the trimap has no foreground and no background: nothing is known to matte from")
+
+
+def one_sided(labels: np.ndarray) -> str | None:
+    """Why a trimap's alpha needs no solver, or None: with no sure foreground (the subject has
+    left the frame, or only its soft edge is left) the only alpha the trimap allows without a
+    foreground colour is 0 in its unknown band; with no sure background, 1."""
+    if not (labels == FOREGROUND).any():
+        return "no sure foreground: alpha 0 in its unknown band"
+    if not (labels == BACKGROUND).any():
+        return "no sure background: alpha 1 in its unknown band"
+    return None
 
 
 def trimap_levels(labels: np.ndarray) -> np.ndarray:
@@ -69,6 +76,8 @@ class Solver:
         trimap = trimap_levels(labels)
         if not (labels == UNKNOWN).any():
             return trimap.copy()
+        if one_sided(labels) is not None:
+            return np.full(labels.shape, 0.0 if not (labels == FOREGROUND).any() else 1.0)
         cg_kwargs: dict = {"rtol": self.tolerance, "maxiter": self.max_iterations}
         if start is not None and start.shape == labels.shape:
             guess = np.where(labels == UNKNOWN, start, trimap).ravel()

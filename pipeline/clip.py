@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from yacs.config import CfgNode
 
-from dataset.clip import Clip, scan_clip
+from dataset.clip import Clip, FrameBudget, scan_clip
 from inference.driver import load_model, propagate_clip
 from inference.ensemble import ensemble_folders
 from inference.layout import ResultFolder
@@ -26,9 +26,11 @@ log = logging.getLogger(__name__)
 
 
 def open_clip(cfg: CfgNode) -> Clip:
-    """The clip a config names: ``DATASET.PATH``, keyframes ``FINETUNE.GT_IDX`` (or every trimap
-    file), keyframe trimaps widened by ``FINETUNE.DILATION``."""
-    return scan_clip(cfg.DATASET.PATH, cfg.FINETUNE.GT_IDX, cfg.FINETUNE.DILATION)
+    """The clip a config names: ``DATASET.PATH`` (a folder or a video, whose trimaps are in
+    ``DATASET.TRIMAPS``), keyframes ``FINETUNE.GT_IDX`` (or every trimap file), keyframe trimaps
+    widened by ``FINETUNE.DILATION``; a video's decoded frames kept as ``SYSTEM.FRAME_*_MIB`` say."""
+    budget = FrameBudget(int(cfg.SYSTEM.FRAME_CACHE_MIB), int(cfg.SYSTEM.FRAME_SPILL_MIB))
+    return scan_clip(cfg.DATASET.PATH, cfg.FINETUNE.GT_IDX, cfg.FINETUNE.DILATION, cfg.DATASET.TRIMAPS, budget)
 
 
 @dataclass
@@ -90,7 +92,7 @@ def run_clip(
         propagation = propagate_clip(model, clip, save, options, device, world)
         fused = fuse and world.is_main and not result.is_fused(clip.stems)
         if fused:  # only when the parts changed or the last fusing did not finish
-            ensemble_folders([result], clip.path.parent)
+            ensemble_folders([result], clip.path.parent, clip.path)
     run = ClipRun(Path(checkpoint), result, propagation.reused, propagation.computed, fused, finetune_s)
     run.propagate_s = time.perf_counter() - start
     return run

@@ -32,7 +32,7 @@ from evaluation.metrics import format_table
 from evaluation.pictures import contact_sheet, trimap_overlay, write_video
 from inference.options import PropagationOptions
 from matting.background import Background
-from matting.sequence import COMPOSITE_SUFFIX, MatteFrame, MatteSettings, matte_clip
+from matting.sequence import COMPOSITE_SUFFIX, FG_SUFFIX, MatteFrame, MatteSettings, matte_clip
 from matting.solve import Solver
 from model.checkpoint import save_checkpoint
 from model.stm import STM
@@ -238,4 +238,8 @@ def pictures(out: Path, clip: Clip, final, truths, skip: set[str], keyframes: li
         for frame, pred, composite in zip(frames, preds, composites)
     )
     write_video(out / "overlay.mp4", side_by_side, fps=8, total=len(stems))
-    log.info("pictures: %s, %s; scores: %s", out / "contact_sheet.png", out / "overlay.mp4", out / "metrics.json")
+    # The matte as an editor takes it: the foreground colours with their alpha, ProRes 4444.
+    foregrounds = (read_image(matte / f"{s}{FG_SUFFIX}", cv2.IMREAD_UNCHANGED) for s in stems)
+    write_video(out / "foreground.mov", foregrounds, fps=8, total=len(stems))
+    log.info("pictures: %s, %s, %s; scores: %s", out / "contact_sheet.png", out / "overlay.mp4",
+             out / "foreground.mov", out / "metrics.json")  # fmt: skip

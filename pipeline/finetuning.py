@@ -23,7 +23,12 @@ from utils.io import atomic_write_json
 log = logging.getLogger(__name__)
 
 # Keys that change how often things are logged or saved, not the weights a finetuning ends with.
-NOT_INPUTS = {"PRINT_FREQ", "IMAGE_FREQ", "SAVE_FREQ", "NUM_WORKERS", "OUTDIR", "EXP_SUFFIX", "PATH"}
+# (The keyframes enter by content, so where they are, DATASET.PATH and TRIMAPS, is not an input; nor
+# are the propagation's and the frame cache's settings.)
+NOT_INPUTS = {
+    "PRINT_FREQ", "IMAGE_FREQ", "SAVE_FREQ", "NUM_WORKERS", "OUTDIR", "EXP_SUFFIX", "PATH", "TRIMAPS",
+    "MAX_INTERNAL_SIZE", "FRAME_CACHE_MIB", "FRAME_SPILL_MIB",
+}  # fmt: skip
 
 
 def finetuning_inputs(cfg: CfgNode, clip: Clip) -> dict:
@@ -34,8 +39,7 @@ def finetuning_inputs(cfg: CfgNode, clip: Clip) -> dict:
 
     inputs = {
         "keyframes": [
-            [clip.stems[k], file_digest(clip.frame_path(k)), file_digest(clip.trimap_path(k))]
-            for k in clip.keyframe_indices
+            [clip.stems[k], clip.frame_digest(k), file_digest(clip.trimap_path(k))] for k in clip.keyframe_indices
         ],
         "config": json.loads(json.dumps(settings(cfg), default=list)),
         "start": file_digest(Path(cfg.TRAIN.LOAD_CKPT)) if cfg.TRAIN.LOAD_CKPT else "random",

@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 
 from config import load_config
-from dataset.clip import FRAME_SUFFIX, stems_with
+from dataset.clip import FRAME_SUFFIX, default_trimap_dir, stems_with
+from dataset.video import is_video, probe_video
 from evaluation.folders import evaluate_folders
 from inference.options import PropagationOptions
 from inference.uncertainty import read_uncertainty
@@ -53,15 +54,31 @@ class ClipOutcome:
 
 
 def find_clips(workspace: Path) -> list[Path]:
-    """Sub-folders of ``workspace`` holding frames, sorted; UserError when there are none."""
+    """The clips of ``workspace``, sorted: sub-folders holding frames, and videos with a trimap
+    folder ``<stem>_trimaps/`` beside them (a folder clip wins over a video of the same name);
+    UserError when there are none."""
     if not workspace.is_dir():
         raise UserError(f"--workspace {workspace} is not a folder; pass the folder holding your clip folders")
-    clips = sorted(
-        p for p in workspace.iterdir() if not p.name.startswith(".") and p.is_dir() and stems_with(p, FRAME_SUFFIX)
-    )
+    visible = [p for p in workspace.iterdir() if not p.name.startswith(".")]
+    folders = {p.name: p for p in visible if p.is_dir() and stems_with(p, FRAME_SUFFIX)}
+    videos = {p.stem: p for p in sorted(visible) if p.is_file() and is_video(p) and default_trimap_dir(p).is_dir()}
+    clips = sorted({**videos, **folders}.items())
     if not clips:
-        raise UserError(f"--workspace {workspace} holds no clip folders (sub-folders with <stem>{FRAME_SUFFIX} frames)")
-    return clips
+        raise UserError(
+            f"--workspace {workspace} holds no clips (sub-folders with <stem>{FRAME_SUFFIX} frames, or videos with "
+            "their keyframes in <video stem>_trimaps/)"
+        )
+    return [path for _, path in clips]
+
+
+def clip_length(path: Path) -> int:
+    """Frames of a workspace clip (a video is probed, not decoded)."""
+    return probe_video(path).frame_count if path.is_file() else len(stems_with(path, FRAME_SUFFIX))
+
+
+def clip_name_of(path: Path) -> str:
+    """A workspace clip's name: its folder's name, or its video's stem."""
+    return path.stem if path.is_file() else path.name
 
 
 def process_clip(clip_dir: Path, job: WorkspaceJob, world: World, device: torch.device) -> ClipOutcome:
@@ -69,12 +86,20 @@ def process_clip(clip_dir: Path, job: WorkspaceJob, world: World, device: torch.
     and fuse one clip, redoing only what changed since the last run. Scored when the job has
     ground truth; the suggested frames to annotate next are read back from the result."""
     configs = ensure_writable_dir(job.save / "configs", "--save")
-    cfg_path = configs / f"{clip_dir.name}.yaml"
+    name = clip_name_of(clip_dir)
+    cfg_path = configs / f"{name}.yaml"
     where = ["DATASET.PATH", str(clip_dir.resolve()), "SYSTEM.OUTDIR", str(job.save / "train_log")]
     cfg = load_config(job.cfg_path, [*job.overrides, *where])
     atomic_write_text(cfg_path, cfg.dump())
     clip = open_clip(cfg)
-    outcome = ClipOutcome(clip_dir.name, len(clip), world.rank, "done")
+    try:
+        return _process(clip, name, cfg, cfg_path, job, world, device)
+    finally:
+        clip.close()
+
+
+def _process(clip, name, cfg, cfg_path, job: WorkspaceJob, world: World, device: torch.device) -> ClipOutcome:
+    outcome = ClipOutcome(name, len(clip), world.rank, "done")
     checkpoint, finetuning, plan = job.checkpoint, None, None
     if checkpoint is None:
         plan = plan_finetuning(cfg, cfg_path, clip, job.refine_steps, job.keep_finetuned)
@@ -95,7 +120,7 @@ def process_clip(clip_dir: Path, job: WorkspaceJob, world: World, device: torch.
         outcome.suggested = read_uncertainty(run.result).get("suggested", [])
     if job.gt_root is not None:
         scores = evaluate_folders(
-            run.result.ensemble_dir, job.gt_root / clip_dir.name, width=job.gt_band_diameter,
+            run.result.ensemble_dir, job.gt_root / name, width=job.gt_band_diameter,
             skip={clip.stems[k] for k in clip.keyframe_indices},
         )  # fmt: skip
         outcome.miou = scores.miou

@@ -69,7 +69,7 @@ def test_dataset_path_missing(tmp_path, propagate):
 
 @pytest.mark.cli
 def test_dataset_path_is_a_file(tmp_path, clip, propagate):
-    assert_user_error(propagate(clip / "00000_rgb.png"), "00000_rgb.png is not a folder")
+    assert_user_error(propagate(clip / "00000_rgb.png"), "00000_rgb.png is neither a folder nor a video")
 
 
 @pytest.mark.cli

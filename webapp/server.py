@@ -220,6 +220,9 @@ def create_app(config: AppConfig) -> Flask:
 
     @app.get("/api/clips/<name>/frame/<stem>")
     def frame(name: str, stem: str):
+        decoded = view.video_frame_png(name, stem)
+        if decoded is not None:
+            return Response(decoded, mimetype="image/png")
         return png(view.frame_file(name, stem))
 
     @app.get("/api/clips/<name>/keyframe/<stem>")

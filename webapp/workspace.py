@@ -7,19 +7,25 @@ outside the workspace or the save folder (a symlinked frame pointing elsewhere i
 
 Listings are cached by the modification time of their folder, and frame sizes come from the PNG
 header, so a playing page does not rescan the workspace or decode a frame to learn its size.
+
+A clip is a sub-folder with frames, or a video file in the workspace (its keyframes go to
+``<video stem>_trimaps/`` beside it, made on the first save): a video's frames are decoded on
+request and sent as PNGs (the last few kept).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from dataset.clip import ALPHA_SUFFIX, FRAME_SUFFIX, TRIMAP_SUFFIX, stems_with
+from dataset.clip import ALPHA_SUFFIX, FRAME_SUFFIX, TRIMAP_SUFFIX, default_trimap_dir, stems_with
+from dataset.video import FrameCache, VideoFrames, is_video, probe_video
 from dataset.trimap import encode_labels, mask_to_trimap, snap_trimap
 from dataset.trimap_tools import BACKUP_SUFFIX, binarise
 from inference.layout import ResultFolder, results_of
@@ -33,6 +39,7 @@ log = logging.getLogger(__name__)
 
 MATTE_KINDS = {"alpha": ALPHA_SUFFIX, "fg": FG_SUFFIX, "comp": COMPOSITE_SUFFIX}
 MAX_BAND = 500
+VIDEO_FRAMES_KEPT = 24  # encoded PNGs of video frames kept per app (stepping back and forth is instant)
 
 
 class ViewError(Exception):
@@ -76,20 +83,74 @@ class WorkspaceView:
         self._sizes = _Cached()
         self._save_locks: dict[Path, threading.Lock] = {}
         self._locks_lock = threading.Lock()
+        self._videos: dict[Path, tuple[int, VideoFrames]] = {}
+        self._video_pngs: OrderedDict[tuple[Path, int, int], bytes] = OrderedDict()
 
     # --- finding things -------------------------------------------------------------------------
 
     def clips(self) -> dict[str, Path]:
-        """Sub-folders holding frames. The sub-folders are cached by the workspace's modification
-        time, their frames by each folder's own (a clip being extracted appears once it has frames)."""
+        """Sub-folders holding frames, and video files (by stem; a folder wins over a video of its
+        name). The entries are cached by the workspace's modification time, a folder's frames by its
+        own (a clip being extracted appears once it has frames)."""
 
-        def folders() -> list[Path]:
-            return [p for p in sorted(self.workspace.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+        def entries() -> list[Path]:
+            return [p for p in sorted(self.workspace.iterdir()) if not p.name.startswith(".")]
 
-        return {p.name: p for p in self._listings.get(self.workspace, folders) if self._frame_stems(p)}
+        found = {}
+        for path in self._listings.get(self.workspace, entries):
+            if path.is_file() and is_video(path):
+                found.setdefault(path.stem, path)
+        for path in self._listings.get(self.workspace, entries):
+            if path.is_dir() and self._frame_stems(path):
+                found[path.name] = path
+        return dict(sorted(found.items()))
 
     def _frame_stems(self, folder: Path) -> list[str]:
+        if folder.is_file():
+            return self._video(folder).info.stems
         return self._listings.get(folder, lambda: stems_with(folder, FRAME_SUFFIX))
+
+    def _video(self, path: Path) -> VideoFrames:
+        """The decoder of a video clip, made again when the file changes."""
+        stamp = path.stat().st_mtime_ns
+        with self._locks_lock:
+            kept = self._videos.get(path)
+            if kept is not None and kept[0] == stamp:
+                return kept[1]
+        try:
+            frames = VideoFrames(probe_video(path), FrameCache(256 << 20))
+        except UserError as exc:
+            raise ViewError(422, str(exc)) from exc
+        with self._locks_lock:
+            self._videos[path] = (stamp, frames)
+        return frames
+
+    def trimap_dir(self, name: str) -> Path:
+        """Where a clip's keyframe trimaps are: its folder, or ``<stem>_trimaps/`` beside its video."""
+        path = self.clip_dir(name)
+        return default_trimap_dir(path) if path.is_file() else path
+
+    def video_frame_png(self, name: str, stem: str) -> bytes | None:
+        """A video clip's frame as PNG bytes (None for a folder clip: its frame files are served)."""
+        path = self.clip_dir(name)
+        if not path.is_file():
+            return None
+        index = self.stems(name).index(self.frame_stem(name, stem))
+        video = self._video(path)
+        key = (path, path.stat().st_mtime_ns, index)
+        with self._locks_lock:
+            if key in self._video_pngs:
+                self._video_pngs.move_to_end(key)
+                return self._video_pngs[key]
+        try:
+            data = encode_png(np.ascontiguousarray(video.read_rgb(index)[..., ::-1]))
+        except UserError as exc:
+            raise ViewError(422, str(exc)) from exc
+        with self._locks_lock:
+            self._video_pngs[key] = data
+            while len(self._video_pngs) > VIDEO_FRAMES_KEPT:
+                self._video_pngs.popitem(last=False)
+        return data
 
     def clip_dir(self, name: str) -> Path:
         found = self.clips().get(name)
@@ -104,8 +165,7 @@ class WorkspaceView:
         return stems
 
     def keyframes(self, name: str) -> list[str]:
-        folder = self.clip_dir(name)
-        return stems_with(folder, TRIMAP_SUFFIX)
+        return stems_with(self.trimap_dir(name), TRIMAP_SUFFIX)
 
     def frame_stem(self, name: str, stem: str) -> str:
         if stem not in set(self.stems(name)):
@@ -113,8 +173,11 @@ class WorkspaceView:
         return stem
 
     def frame_size(self, name: str) -> tuple[int, int]:
-        """(height, width) of the clip's frames, from the first frame's PNG header."""
+        """(height, width) of the clip's frames, from the first frame's PNG header (or the video's stream)."""
         folder = self.clip_dir(name)
+        if folder.is_file():
+            info = self._video(folder).info
+            return info.height, info.width
         first = folder / f"{self.stems(name)[0]}{FRAME_SUFFIX}"
 
         def read() -> tuple[int, int]:
@@ -181,8 +244,7 @@ class WorkspaceView:
         return self._inside(path, self.workspace, f"frame {stem} of {name}")
 
     def keyframe_file(self, name: str, stem: str) -> Path:
-        folder = self.clip_dir(name)
-        path = folder / f"{self.frame_stem(name, stem)}{TRIMAP_SUFFIX}"
+        path = self.trimap_dir(name) / f"{self.frame_stem(name, stem)}{TRIMAP_SUFFIX}"
         if not path.exists():
             raise ViewError(404, f"frame {stem} of {name} has no keyframe trimap yet")
         return self._inside(path, self.workspace, f"the trimap of frame {stem}")
@@ -235,9 +297,12 @@ class WorkspaceView:
         """Snap an uploaded trimap to 0/128/255 and save it as the frame's keyframe trimap; the
         trimap it replaces is kept once as ``<stem>_trimap.orig.png``. Saves of one trimap are
         serialised; the backup is created exclusively; both writes are durable."""
-        folder = self.clip_dir(name)
+        folder = self.trimap_dir(name)
         stem = self.frame_stem(name, stem)
         labels = snap_trimap(self.read_upload(name, stem, data, "trimap"))
+        folder.mkdir(exist_ok=True)  # a video clip's first keyframe
+        if self.workspace not in folder.resolve().parents:
+            raise ViewError(403, f"the trimap folder of {name} leads outside the workspace; the app writes only inside it")
         path = folder / f"{stem}{TRIMAP_SUFFIX}"
         backup = path.with_name(path.name[: -len(".png")] + BACKUP_SUFFIX)
         with self._save_lock(path):
