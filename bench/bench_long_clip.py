@@ -5,9 +5,11 @@ usage:
   python -m bench.bench_long_clip length [--lengths 100,500,2000] [--size 64x112]
   python -m bench.bench_long_clip hd [--sizes 720x1280,1088x1920] [--internal 480,720,0] [--frames 6] [--load CKPT]
 
-length mode: for each length N a generated video (H.264 .mp4) with keyframes at both ends is
-propagated by ``test_mf_2.py`` in a child process, as a user would run a long clip:
-``--max_memory 8 --discard_parts`` (memory and disk bounded), the video decoded on the fly.
+length mode: for each length N a generated video (H.264 .mp4) with a keyframe every
+--keyframe_every frames and at its last frame is propagated by ``test_mf_2.py`` in a child
+process, as a user would run a long clip: ``--max_memory 8 --discard_parts``, the video decoded on
+the fly. What a run holds grows with a segment (the frames between two keyframes: the forward
+pass's PNGs wait on disk for the backward pass, the shared query features in RAM), not with N.
 Printed per N: the child's peak resident set (ru_maxrss), the most disk it used beyond its outputs
 (part PNGs and the decoded-frame cache folder, sampled every 0.2 s), the outputs it keeps (fused
 trimaps, overlays, uncertainty), frames per second of the clip (wall time of the child, start-up
@@ -90,15 +92,15 @@ class DiskSampler:
         self._thread.join()
 
 
-def long_video(work: Path, frames: int, size: tuple[int, int]) -> Path:
-    """A generated clip as an H.264 video with keyframe trimaps at its first and last frame."""
+def long_video(work: Path, frames: int, size: tuple[int, int], keyframe_every: int) -> Path:
+    """A generated clip as an H.264 video with keyframe trimaps every ``keyframe_every`` frames and at its last."""
     rgb, alphas = render_frames(frames, *size, seed=4)
     video = work / "clip.mp4"
     write_video(video, rgb, 25)
     trimaps = work / "clip_trimaps"
     trimaps.mkdir()
     digits = max(5, len(str(frames - 1)))
-    for index in (0, frames - 1):
+    for index in sorted({*range(0, frames, keyframe_every), frames - 1}):
         atomic_write_png(trimaps / f"{index:0{digits}d}_trimap.png", alpha_to_trimap(alphas[index], 7))
     return video
 
@@ -109,7 +111,7 @@ def run_length(args: argparse.Namespace, weights: Path, work: Path) -> list[dict
     for frames in map(int, args.lengths.split(",")):
         case = work / f"n{frames}"
         case.mkdir()
-        video = long_video(case, frames, (height, width))
+        video = long_video(case, frames, (height, width), args.keyframe_every)
         cfg = case / "clip.yaml"
         cfg.write_text(f"DATASET:\n  PATH: '{video}'\n")
         save, tmp = case / "out", case / "tmp"
@@ -133,14 +135,16 @@ def run_length(args: argparse.Namespace, weights: Path, work: Path) -> list[dict
             "frames": frames, "size": args.size, "peak_rss_mib": usage.ru_maxrss / 1024,
             "disk_beyond_outputs_mib": disk.peak / 2**20, "outputs_mib": kept / 2**20,
             "fps": frames / seconds, "seconds": seconds, "parts_left": len(list(result.glob("part*"))),
+            "keyframe_every": args.keyframe_every, "extra": args.extra.split(),
         })  # fmt: skip
         shutil.rmtree(case)  # the next case starts with the disk as it was
     return rows
 
 
 def print_length(rows: list[dict], machine: dict) -> None:
-    print(f"\n{machine['cpu']}, {machine['logical_cpus']} CPUs; test_mf_2.py --max_memory 8 --discard_parts on an "
-          f"H.264 video of {rows[0]['size']}, keyframes at both ends\n")  # fmt: skip
+    print(f"\n{machine['cpu']}, {machine['logical_cpus']} CPUs; test_mf_2.py --max_memory 8 --discard_parts "
+          f"{' '.join(rows[0]['extra'])} on an H.264 video of {rows[0]['size']}, a keyframe every "
+          f"{rows[0]['keyframe_every']} frames and at the last\n")  # fmt: skip
     print(f"{'frames':>7} {'peak RSS MiB':>13} {'vs first':>9} {'disk beyond outputs MiB':>24} "
           f"{'outputs MiB':>12} {'frames/s':>9} {'seconds':>8}")  # fmt: skip
     for row in rows:
@@ -198,6 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("mode", choices=("length", "hd"))
     parser.add_argument("--lengths", default="100,500,2000")
     parser.add_argument("--size", default="64x112", help="length mode: HxW of the long clip")
+    parser.add_argument("--keyframe_every", type=int, default=100, help="length mode: keyframe spacing")
     parser.add_argument("--extra", default="", help="length mode: more flags for test_mf_2.py, e.g. '--fast'")
     parser.add_argument("--sizes", default="720x1280,1088x1920", help="hd mode: HxW of the clips")
     parser.add_argument("--internal", default="0,720,480", help="hd mode: internal sizes (0: full, run first)")

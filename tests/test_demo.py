@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
+import av
 import cv2
+import numpy as np
 import pytest
 
 from helpers import run_script
@@ -48,3 +50,11 @@ def test_the_demo_writes_its_pictures(demo):
     assert sheet is not None and sheet.shape[0] > 300
     capture = cv2.VideoCapture(str(out / "overlay.mp4"))
     assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == 16
+    # the foreground video keeps the matte: its alpha is the alpha PNGs', within a level
+    matte = out / "results" / "sample_mem5" / "matte"
+    with av.open(str(out / "foreground.mov")) as container:
+        decoded = [frame.to_ndarray(format="rgba") for frame in container.decode(video=0)]
+    assert len(decoded) == 16
+    for stem, frame in zip(sorted(p.name[:5] for p in matte.glob("*_alpha.png")), decoded):
+        alpha = cv2.imread(str(matte / f"{stem}_alpha.png"), cv2.IMREAD_GRAYSCALE)
+        assert np.abs(frame[..., 3].astype(int) - alpha).max() <= 1, stem
