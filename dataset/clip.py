@@ -440,7 +440,7 @@ def locate_clip(dataroot: Path, name: str) -> Path:
     return folder
 
 
-def open_clip_frames(path: Path, ram_mib: int = 256) -> ClipFrames:
+def open_clip_frames(path: Path, ram_mib: int = 64) -> ClipFrames:
     """The frames of a clip folder or a video file (a video keeps up to ``ram_mib`` decoded frames);
     UserError when there are none."""
     if path.is_file() and is_video(path):

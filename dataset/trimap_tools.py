@@ -18,7 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dataset.clip import TRIMAP_SUFFIX, visible_files
+from dataset.clip import FRAME_SUFFIX, TRIMAP_SUFFIX, stems_with, visible_files
+from dataset.segment import Box, PersonSegmenter, box_trimap, person_trimap, read_strokes
 from dataset.trimap import (
     BACKGROUND,
     FOREGROUND,
@@ -31,13 +32,13 @@ from dataset.trimap import (
     snap_trimap,
 )
 from utils.errors import UserError
-from utils.images import read_image
+from utils.images import read_image, read_rgb
 from utils.io import atomic_write_png, create_exclusive
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-INPUT_SUFFIXES = ("_mask", "_alpha", "_matte", "_trimap")
+INPUT_SUFFIXES = ("_mask", "_alpha", "_matte", "_trimap", "_rgb")
 BACKUP_SUFFIX = ".orig.png"  # <stem>_trimap.orig.png: not a frame or trimap name, so clips ignore it
 
 
@@ -229,3 +230,64 @@ def check(source: Path, out: Path | None, in_place: bool = False, overwrite: boo
             create_exclusive(backup, path.read_bytes())  # the original, once
         atomic_write_png(target, encode_labels(labels), durable=in_place)
     return reports
+
+
+def from_box(
+    frame: Path,
+    out: Path,
+    box_text: str | None,
+    band_per_side: int,
+    fg_strokes: Path | None = None,
+    bg_strokes: Path | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """A frame -> its trimap from a box around the subject and/or strokes (GrabCut, then the band
+    of ``from-mask``; see dataset.segment)."""
+    if not frame.is_file():
+        raise UserError(f"{frame} does not exist; give the frame (an image file) the box is drawn on")
+    if out.suffix.lower() != ".png":
+        raise UserError(f"--out {out}: trimaps are written as PNG; name the output file .png")
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} exists; pass --overwrite to replace it")
+    if out.resolve() == frame.resolve():
+        raise UserError(f"--out {out} is the frame itself; write the trimap elsewhere")
+    rgb = read_rgb(frame)
+    height, width = rgb.shape[:2]
+    box = Box.parse(box_text, width, height) if box_text else None
+    fg = read_strokes(fg_strokes, height, width, "--fg_strokes")
+    bg = read_strokes(bg_strokes, height, width, "--bg_strokes")
+    labels = box_trimap(rgb, box, band_per_side, fg, bg)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_png(out, encode_labels(labels))
+    log.info("%s -> %s (%s)", frame.name, out, describe(labels))
+    return out
+
+
+def from_person(sources: list[Path], out: Path, band_per_side: int, overwrite: bool = False) -> list[Path]:
+    """Frames (files, or folders of ``<stem>_rgb.png``) -> trimaps of the people in them (the
+    optional person segmenter; see dataset.segment.PersonSegmenter)."""
+    frames = []
+    for source in sources:
+        if source.is_dir():
+            found = sorted(source / f"{stem}{FRAME_SUFFIX}" for stem in stems_with(source, FRAME_SUFFIX))
+            if not found:
+                raise UserError(f"{source} holds no <stem>{FRAME_SUFFIX} frames")
+            frames += found
+        elif source.is_file():
+            frames.append(source)
+        else:
+            raise UserError(f"{source} does not exist")
+    single = len(frames) == 1 and out.suffix.lower() == ".png"
+    targets = [out] if single else [out / f"{output_stem(f)}{TRIMAP_SUFFIX}" for f in frames]
+    for frame, target in zip(frames, targets):
+        if target.exists() and not overwrite:
+            raise UserError(f"{target} exists; pass --overwrite to replace it")
+        if target.resolve() == frame.resolve():
+            raise UserError(f"--out {target} is the frame itself; write the trimap elsewhere")
+    segmenter = PersonSegmenter()  # after the checks: a missing extra is said before any work, a bad path too
+    (out.parent if single else out).mkdir(parents=True, exist_ok=True)
+    for frame, target in zip(frames, targets):
+        labels = person_trimap(segmenter.probability(read_rgb(frame)), band_per_side)
+        atomic_write_png(target, encode_labels(labels))
+        log.info("%s -> %s (%s)", frame.name, target, describe(labels))
+    return targets

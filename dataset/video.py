@@ -219,6 +219,16 @@ class FrameCache:
         self.spill_held += frame.nbytes
         self.peak_spill = max(self.peak_spill, self.spill_held)
 
+    def drop(self, index: int) -> None:
+        """Forget frame ``index`` (it will not be asked for again)."""
+        frame = self._ram.pop(index, None)
+        if frame is not None:
+            self.ram_held -= frame.nbytes
+        spilled = self._spilled.pop(index, None)
+        if spilled is not None:
+            spilled[0].unlink()
+            self.spill_held -= int(np.prod(spilled[1]))
+
     def close(self) -> None:
         self._ram.clear()
         self._spilled.clear()
@@ -240,6 +250,7 @@ class VideoFrames:
         self._frames = None  # the decoder's frame iterator
         self._next: int | None = None  # the index the decoder yields next
         self._index_of = {stamp: i for i, stamp in enumerate(info.pts)}
+        self._forgotten: set[int] = set()  # frames whose visits are over: decoded on the way, not kept
         self.decoded = 0
 
     def __len__(self) -> int:
@@ -305,14 +316,25 @@ class VideoFrames:
                     "frames with tgm.py extract and use the folder"
                 )
             self._next = found + 1
-            # Every frame decoded on the way is kept: reading backwards, they are the next ones asked for.
+            if found in self._forgotten and found != index:
+                continue  # passed on the way from a keyframe, no longer needed: not even converted
+            # Every other frame decoded on the way is kept: reading backwards, they are the next ones asked for.
             rgb = upright(frame, self.info.rotation)
             self.decoded += 1
-            self.cache.put(found, rgb)
+            if found not in self._forgotten:
+                self.cache.put(found, rgb)
             if found >= index:
                 if found > index:
                     raise UserError(f"{self.info.path}: frame {index} is missing from the decoded stream")
                 return rgb
+
+    def forget(self, indices: Iterable[int]) -> None:
+        """Drop these frames from the cache and keep them out of it: their visits are over (memory
+        stays flat in the clip's length; a frame asked for again is decoded again)."""
+        with self._lock:
+            for index in indices:
+                self.cache.drop(index)
+                self._forgotten.add(index)
 
     def close(self) -> None:
         with self._lock:

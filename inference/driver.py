@@ -272,6 +272,8 @@ def _run_parts(
         propagator.query_cache.expect([parts[k] for k in part_indices])
     writer = BackgroundWriter(workers=1 if options.n_threads > 0 else 0)
     total = sum(len(parts[k]) for k in part_indices)
+    last_visit = {f: k for k in part_indices for f in (*parts[k].frames, *parts[k].fixed)}
+    forget = getattr(clip.frames, "forget", None)  # a video's decoded frames, once no part needs them
     start = time.perf_counter()
     try:
         with progress(total=total, desc=clip.name, unit="frame") as bar:
@@ -286,6 +288,8 @@ def _run_parts(
                     bar.update(1)
                 writer.flush()
                 on_part(k)
+                if forget is not None:
+                    forget([f for f, last in last_visit.items() if last == k])
     except Exception as exc:
         if is_out_of_memory(exc):
             raise out_of_memory(device, clip, options) from exc

@@ -125,3 +125,86 @@ def test_paint_save_propagate_review_and_correct(served, browser):
     timeline = browser.find_element("id", "timeline")
     stroke(browser, timeline, [(3.5 / 6, 0.5)])  # a click on frame 00003 of the timeline
     wait_for(browser, lambda d: d.execute_script("return window.trimapApp.index") == 3, message="frame 3")
+
+
+def labels_of(driver) -> np.ndarray:
+    return np.array(driver.execute_script("return Array.from(window.trimapApp.labels)"), np.uint8)
+
+
+def cutouts(driver) -> int:
+    return int(driver.find_element("id", "cutout-state").get_attribute("data-done") or 0)
+
+
+def test_box_strokes_zoom_undo_save_and_the_review_queue(served, browser):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    url, clip = served
+    browser.get(f"{url}/?token={TOKEN}")
+    wait_for(browser, lambda d: source_of(d) == "keyframe", message="the first keyframe to load")
+    thumbs = browser.find_elements("css selector", "#strip img")
+    assert len(thumbs) == 6
+    thumbs[2].click()  # frame 00002: no trimap yet
+    wait_for(browser, lambda d: d.execute_script("return window.trimapApp.index") == 2 and source_of(d) == "none",
+             message="frame 2 from the strip")  # fmt: skip
+    wait_for(browser, lambda d: d.execute_script("return document.querySelector('#strip img').naturalWidth") > 0,
+             message="a thumbnail")  # fmt: skip
+    body = browser.find_element("tag name", "body")
+    overlay = browser.find_element("id", "overlay-canvas")
+
+    # a box around the middle: GrabCut cuts something out, with a band
+    body.send_keys("x")
+    stroke(browser, overlay, [(0.15, 0.1), (0.85, 0.9)])
+    wait_for(browser, lambda d: cutouts(d) == 1, message="the cut-out from the box")
+    from_box = labels_of(browser)
+    assert set(np.unique(from_box)) == {0, 1, 2}
+    assert (from_box.reshape(60, 84)[:, :5] == 0).all()  # outside the box: background
+    # a "not the subject" stroke: the cut-out is made again and the stroke is background
+    body.send_keys("h")
+    stroke(browser, overlay, [(0.45, 0.45), (0.55, 0.5)])
+    wait_for(browser, lambda d: cutouts(d) == 2, message="the cut-out with a stroke")
+    strokes = np.array(browser.execute_script("return Array.from(window.trimapApp.strokes)"), np.uint8)
+    assert (strokes == 2).sum() > 5 and (labels_of(browser)[strokes == 2] == 0).all()
+
+    # undo and redo with the keys
+    ActionChains(browser).key_down(Keys.CONTROL).send_keys("z").key_up(Keys.CONTROL).perform()
+    assert np.array_equal(labels_of(browser), from_box)
+    ActionChains(browser).key_down(Keys.CONTROL).key_down(Keys.SHIFT).send_keys("z").key_up(Keys.SHIFT).key_up(
+        Keys.CONTROL).perform()  # fmt: skip
+    assert not np.array_equal(labels_of(browser), from_box)
+
+    # zoom in with the wheel, back to fit with 0; painting still lands where the pointer is
+    fitted = browser.execute_script("return window.trimapApp.zoom")
+    browser.execute_script(
+        "document.getElementById('stage').dispatchEvent(new WheelEvent('wheel', {deltaY: -500, clientX: 300, "
+        "clientY: 300, bubbles: true, cancelable: true}))"
+    )
+    assert browser.execute_script("return window.trimapApp.zoom") > 1.5 * fitted
+    body.send_keys("0")
+    assert abs(browser.execute_script("return window.trimapApp.zoom") - fitted) < 1e-6
+    body.send_keys("f")
+    before = labels_of(browser).reshape(60, 84)
+    stroke(browser, overlay, [(0.05, 0.9), (0.12, 0.95)])  # the bottom-left corner
+    painted = (labels_of(browser).reshape(60, 84) == 2) & (before != 2)
+    assert painted[45:, :15].sum() > 3 and painted[:30].sum() == 0
+
+    # save with S: the file is the page's trimap
+    body.send_keys("s")
+    wait_for(browser, lambda d: source_of(d) == "keyframe", message="the save")
+    saved = cv2.imread(str(clip / "00002_trimap.png"), cv2.IMREAD_GRAYSCALE)
+    assert np.array_equal(np.array([0, 128, 255], np.uint8)[labels_of(browser).reshape(60, 84)], saved)
+
+    # propagate, then R steps through the frames worst first, keyframes left out
+    browser.find_element("id", "run-propagate").click()
+    wait_for(browser, lambda d: d.find_element("id", "job-state").get_attribute("data-state") == "done",
+             timeout=180, message="the propagation job")  # fmt: skip
+    wait_for(browser, lambda d: d.execute_script("return window.trimapApp.review.length") == 3,
+             message="the review queue (frames 1, 3 and 4)")  # fmt: skip
+    queue = browser.execute_script("return window.trimapApp.review")
+    scores = browser.execute_script("return window.trimapApp.clip.result.uncertainty.frames")
+    assert queue == sorted(queue, key=lambda s: -scores[s]) and set(queue) == {"00001", "00003", "00004"}
+    shown = "return window.trimapApp.clip.stems[window.trimapApp.index]"
+    for expected in queue[:2]:
+        body.send_keys("r")
+        wait_for(browser, lambda d, e=expected: d.execute_script(shown) == e, message=f"review frame {expected}")
+    assert "review 2/3" in browser.find_element("id", "review-state").text

@@ -122,6 +122,28 @@ def test_the_frame_cache_spills_to_a_temporary_folder_within_its_budgets(tmp_pat
 
 
 @pytest.mark.unit
+def test_frames_whose_visits_are_over_stay_out_of_the_cache(tmp_path):
+    frames = smooth_frames(40)
+    reader = VideoFrames(probe_video(video_of(frames, tmp_path / "clip.mp4")), FrameCache(64 << 20))  # one GOP
+    for index in range(20):
+        reader.read_rgb(index)
+    reader.forget(range(20))
+    assert reader.cache.ram_held == 0
+    reader.read_rgb(35)  # a seek back to the GOP's start decodes 0..35 on the way
+    held = [i for i in range(40) if reader.cache.get(i) is not None]
+    assert held == list(range(20, 36))
+    assert np.array_equal(reader.read_rgb(3), read_rgb_of(reader, 3))  # asked for again: decoded again, right
+    reader.close()
+
+
+def read_rgb_of(reader: VideoFrames, index: int) -> np.ndarray:
+    fresh = VideoFrames(reader.info, FrameCache(0))
+    frame = fresh.read_rgb(index)
+    fresh.close()
+    return frame
+
+
+@pytest.mark.unit
 def test_a_small_cache_reads_backwards_correctly_by_decoding_again(tmp_path):
     frames = source_frames(20)
     frame_bytes = frames[0].nbytes
@@ -284,9 +306,11 @@ def test_discarding_parts_fuses_the_same_trimaps_and_keeps_no_part(tmp_path, par
     video = video_of(frames, tmp_path / "videos" / "clip.mkv")
     shutil.copytree(sample.folder, tmp_path / "videos" / "clip_trimaps", ignore=shutil.ignore_patterns("*_rgb.png"))
     kept = run_clip(scan_clip(sample.folder), tmp_path / "kept", PropagationOptions(), CPU, checkpoint=parity_weights)
-    discarded = run_clip(scan_clip(video), tmp_path / "discarded", PropagationOptions(discard_parts=True), CPU,
+    clip = scan_clip(video)
+    discarded = run_clip(clip, tmp_path / "discarded", PropagationOptions(discard_parts=True), CPU,
                          checkpoint=parity_weights)  # fmt: skip
     assert not discarded.result.part_dirs() and not discarded.fused  # fused while propagating
+    assert clip.video.decoded == 12 and clip.video.cache.ram_held == 0  # each frame decoded once, then let go
     assert sorted(p.name for p in discarded.result.path.iterdir()) == [
         ".lock", "conf.json", "ensemble", "envis", "uncertainty.json", "uncertainty.png"
     ]  # fmt: skip

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
+import json
 import logging
 import re
 import secrets
@@ -243,6 +244,38 @@ def create_app(config: AppConfig) -> Flask:
         except ValueError:
             abort(400, "width must be a whole number of pixels")
         return Response(view.trimap_from_mask(name, stem, upload("mask"), band), mimetype="image/png")
+
+    def band_argument() -> int:
+        try:
+            return int(request.form.get("band", request.args.get("band", 10)))
+        except ValueError:
+            abort(400, "band must be a whole number of pixels")
+
+    @app.post("/api/clips/<name>/from-box/<stem>")
+    def from_box(name: str, stem: str):
+        try:
+            box = json.loads(request.form["box"]) if request.form.get("box") else None
+        except ValueError:
+            abort(400, "box must be JSON: [x0, y0, x1, y1]")
+        strokes = [request.files[k].read() if k in request.files else b"" for k in ("fg_strokes", "bg_strokes")]
+        png_bytes = view.trimap_from_box(name, stem, box, band_argument(), *strokes)
+        return Response(png_bytes, mimetype="image/png")
+
+    @app.post("/api/clips/<name>/from-person/<stem>")
+    def from_person(name: str, stem: str):
+        return Response(view.trimap_of_person(name, stem, band_argument()), mimetype="image/png")
+
+    @app.get("/api/clips/<name>/thumb/<stem>")
+    def thumbnail(name: str, stem: str):
+        return send_file(view.thumbnail_file(name, stem), mimetype="image/jpeg", max_age=3600)
+
+    @app.get("/api/clips/<name>/display/<stem>")
+    def display(name: str, stem: str):
+        try:
+            quality = int(request.args.get("quality", 85))
+        except ValueError:
+            abort(400, "quality must be a whole number")
+        return send_file(view.display_file(name, stem, quality), mimetype="image/jpeg")
 
     @app.get("/api/clips/<name>/result/<stem>")
     def result_trimap(name: str, stem: str):

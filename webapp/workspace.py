@@ -25,21 +25,25 @@ import cv2
 import numpy as np
 
 from dataset.clip import ALPHA_SUFFIX, FRAME_SUFFIX, TRIMAP_SUFFIX, default_trimap_dir, stems_with
-from dataset.video import FrameCache, VideoFrames, is_video, probe_video
+from dataset.segment import Box, PersonSegmenter, box_trimap, person_trimap
 from dataset.trimap import encode_labels, mask_to_trimap, snap_trimap
 from dataset.trimap_tools import BACKUP_SUFFIX, binarise
+from dataset.video import FrameCache, VideoFrames, is_video, probe_video
 from inference.layout import ResultFolder, results_of
 from inference.uncertainty import read_uncertainty
 from matting.sequence import COMPOSITE_SUFFIX, FG_SUFFIX
 from utils.errors import UserError
-from utils.images import encode_png, parse_png_header, png_header, to_grey
-from utils.io import atomic_write_png, create_exclusive
+from utils.images import encode_png, parse_png_header, png_header, read_rgb, to_grey
+from utils.io import atomic_write_bytes, atomic_write_png, create_exclusive
 
 log = logging.getLogger(__name__)
 
 MATTE_KINDS = {"alpha": ALPHA_SUFFIX, "fg": FG_SUFFIX, "comp": COMPOSITE_SUFFIX}
 MAX_BAND = 500
 VIDEO_FRAMES_KEPT = 24  # encoded PNGs of video frames kept per app (stepping back and forth is instant)
+CACHE_DIR = ".app"  # in the save folder: thumbnails and display copies (webapp/jobs.py keeps its files there too)
+THUMB_HEIGHT = 54  # the frame strip's thumbnails, pixels high
+DISPLAY_QUALITIES = range(30, 101)  # JPEG quality of the display copies (playback); exact work stays on PNGs
 
 
 class ViewError(Exception):
@@ -84,6 +88,7 @@ class WorkspaceView:
         self._save_locks: dict[Path, threading.Lock] = {}
         self._locks_lock = threading.Lock()
         self._videos: dict[Path, tuple[int, VideoFrames]] = {}
+        self._person: PersonSegmenter | None = None
         self._video_pngs: OrderedDict[tuple[Path, int, int], bytes] = OrderedDict()
 
     # --- finding things -------------------------------------------------------------------------
@@ -270,6 +275,95 @@ class WorkspaceView:
             raise ViewError(404, "no uncertainty yet: run propagation")
         return self._inside(result.uncertainty_png, self.save, "the uncertainty plot")
 
+    # --- pictures for looking at: thumbnails and display copies ---------------------------------
+
+    def read_frame_rgb(self, name: str, stem: str) -> np.ndarray:
+        """A frame as H x W x 3 uint8 RGB (decoded from a video clip, or its PNG)."""
+        path = self.clip_dir(name)
+        stem = self.frame_stem(name, stem)
+        if path.is_file():
+            try:
+                return self._video(path).read_rgb(self.stems(name).index(stem))
+            except UserError as exc:
+                raise ViewError(422, str(exc)) from exc
+        return read_rgb(self.frame_file(name, stem))
+
+    def _source_stamp(self, name: str, stem: str) -> int:
+        path = self.clip_dir(name)
+        return (path if path.is_file() else self.frame_file(name, stem)).stat().st_mtime_ns
+
+    def _cached_jpeg(
+        self, kind: str, name: str, stem: str, make: Callable[[np.ndarray], np.ndarray], quality: int
+    ) -> Path:
+        """A JPEG made from the frame once and kept in ``<save>/.app/<kind>/<clip>/``; made again
+        when the frame (or the video) is newer than it."""
+        stem = self.frame_stem(name, stem)
+        path = self.save / CACHE_DIR / kind / name / f"{stem}.q{quality}.jpg"
+        stamp = self._source_stamp(name, stem)
+        if not (path.is_file() and path.stat().st_mtime_ns >= stamp):
+            bgr = np.ascontiguousarray(make(self.read_frame_rgb(name, stem))[..., ::-1])
+            ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+            if not ok:
+                raise ViewError(500, f"frame {stem} of {name} could not be encoded as JPEG")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, data.tobytes())
+        return self._inside(path, self.save, f"the {kind} copy of frame {stem}")
+
+    def thumbnail_file(self, name: str, stem: str) -> Path:
+        """A small JPEG of the frame for the frame strip (``THUMB_HEIGHT`` px high)."""
+
+        def shrink(rgb: np.ndarray) -> np.ndarray:
+            scale = THUMB_HEIGHT / rgb.shape[0]
+            size = (max(1, round(rgb.shape[1] * scale)), THUMB_HEIGHT)
+            return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA) if scale < 1 else rgb
+
+        return self._cached_jpeg("thumbs", name, stem, shrink, 80)
+
+    def display_file(self, name: str, stem: str, quality: int = 85) -> Path:
+        """The frame as a JPEG of ``quality`` for viewing and playback (a tenth of a PNG's bytes;
+        painting and saving never use it)."""
+        if quality not in DISPLAY_QUALITIES:
+            raise ViewError(400, f"quality must be from {DISPLAY_QUALITIES.start} to {DISPLAY_QUALITIES.stop - 1}")
+        return self._cached_jpeg("display", name, stem, lambda rgb: rgb, quality)
+
+    # --- trimaps from a box and strokes, or of people -------------------------------------------
+
+    def trimap_from_box(
+        self, name: str, stem: str, box: list | None, band_per_side: int, fg_png: bytes = b"", bg_png: bytes = b""
+    ) -> bytes:
+        """A trimap (PNG bytes) of frame ``stem``: GrabCut from ``box`` ([x0, y0, x1, y1]) and/or
+        stroke PNGs (non-black = stroked), with ``band_per_side`` px of unknown (``trimap from-box``)."""
+        stem = self.frame_stem(name, stem)
+        if not 0 <= band_per_side <= MAX_BAND:
+            raise ViewError(400, f"band must be between 0 and {MAX_BAND} pixels")
+        height, width = self.frame_size(name)
+        parsed = None
+        if box is not None:
+            if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
+                raise ViewError(400, "box must be [x0, y0, x1, y1] in pixels")
+            try:
+                parsed = Box.clipped(*(round(v) for v in box), width, height)
+            except UserError as exc:
+                raise ViewError(400, str(exc)) from exc
+        fg = self.read_upload(name, stem, fg_png, "foreground strokes") > 0 if fg_png else None
+        bg = self.read_upload(name, stem, bg_png, "background strokes") > 0 if bg_png else None
+        if parsed is None and (fg is None or not fg.any()):
+            raise ViewError(400, "draw a box around the subject (or foreground strokes) first")
+        labels = box_trimap(self.read_frame_rgb(name, stem), parsed, band_per_side, fg, bg)
+        return encode_png(encode_labels(labels))
+
+    def trimap_of_person(self, name: str, stem: str, band_per_side: int) -> bytes:
+        """A trimap (PNG bytes) of the people in frame ``stem`` (the optional person segmenter;
+        UserError saying how to install it when it is not)."""
+        stem = self.frame_stem(name, stem)
+        if not 0 <= band_per_side <= MAX_BAND:
+            raise ViewError(400, f"band must be between 0 and {MAX_BAND} pixels")
+        with self._locks_lock:
+            if self._person is None:
+                self._person = PersonSegmenter()
+        probability = self._person.probability(self.read_frame_rgb(name, stem))
+        return encode_png(encode_labels(person_trimap(probability, band_per_side)))
+
     # --- uploads and saving ---------------------------------------------------------------------
 
     def read_upload(self, name: str, stem: str, data: bytes, what: str) -> np.ndarray:
@@ -302,7 +396,9 @@ class WorkspaceView:
         labels = snap_trimap(self.read_upload(name, stem, data, "trimap"))
         folder.mkdir(exist_ok=True)  # a video clip's first keyframe
         if self.workspace not in folder.resolve().parents:
-            raise ViewError(403, f"the trimap folder of {name} leads outside the workspace; the app writes only inside it")
+            raise ViewError(
+                403, f"the trimap folder of {name} leads outside the workspace; the app writes only inside it"
+            )
         path = folder / f"{stem}{TRIMAP_SUFFIX}"
         backup = path.with_name(path.name[: -len(".png")] + BACKUP_SUFFIX)
         with self._save_lock(path):

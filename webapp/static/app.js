@@ -14,8 +14,13 @@ const state = {
   original: null,      // the labels as loaded (the eraser brings them back)
   source: "none",      // keyframe | propagated | none
   dirty: false,
-  undo: [],
+  undo: [], redo: [],
   brush: 2, size: 12, opacity: 0.55,
+  zoom: 1, panX: 0, panY: 0, fitted: false, space: false,
+  box: null,           // [x0, y0, x1, y1] of the cut-out tool, in frame pixels
+  strokes: null,       // Uint8Array, 1 = surely the subject, 2 = surely not (for the cut-out)
+  band: 10,
+  review: [], reviewPos: -1,
   view: "trimap",
   playing: null,
   job: null,
@@ -106,13 +111,59 @@ async function selectClip(name, keepIndex = false) {
   if (!keepIndex) {
     const first = detail.keyframes.length ? detail.stems.indexOf(detail.keyframes[0]) : 0;
     state.index = Math.max(0, first);
+    state.fitted = false;
   }
+  buildStrip();
+  state.review = reviewQueue();
+  state.reviewPos = -1;
   await showFrame(state.index, true);
   setStatus(`${name}: ${detail.stems.length} frames, ${detail.keyframes.length} keyframes` +
     (detail.result.fused.length ? ", propagated" : ", not propagated yet"));
 }
 
 function stem() { return state.clip.stems[state.index]; }
+
+// --- the frame strip and the review queue --------------------------------------------------------
+
+function buildStrip() {
+  const strip = $("strip");
+  strip.innerHTML = "";
+  state.clip.stems.forEach((s, i) => {
+    const image = document.createElement("img");
+    image.loading = "lazy";
+    image.alt = s; image.title = `frame ${s}`; image.dataset.index = i;
+    image.src = clipUrl("thumb", s);
+    image.onclick = () => { stopPlaying(); showFrame(i); };
+    strip.appendChild(image);
+  });
+}
+
+function markStrip() {
+  const strip = $("strip");
+  for (const image of strip.children) {
+    const i = Number(image.dataset.index);
+    image.classList.toggle("current", i === state.index);
+    image.classList.toggle("key", state.clip.keyframes.includes(state.clip.stems[i]));
+  }
+  const current = strip.children[state.index];
+  if (current && current.scrollIntoView) current.scrollIntoView({ block: "nearest", inline: "nearest" });
+}
+
+// The frames most worth a look: the highest disagreement of the two passes first, keyframes left out.
+function reviewQueue() {
+  const unc = state.clip.result.uncertainty;
+  if (!unc) return [];
+  return Object.entries(unc.frames).filter(([s]) => !state.clip.keyframes.includes(s))
+    .sort((a, b) => b[1] - a[1]).map(([s]) => s);
+}
+
+async function reviewNext() {
+  if (!state.clip) return;
+  if (!state.review.length) { setStatus("nothing to review yet: propagate first", true); return; }
+  state.reviewPos = (state.reviewPos + 1) % state.review.length;
+  stopPlaying();
+  await showFrame(state.clip.stems.indexOf(state.review[state.reviewPos]));
+}
 function clipUrl(kind, s = stem()) {
   return `/api/clips/${encodeURIComponent(state.clip.name)}/${kind}/${encodeURIComponent(s)}`;
 }
@@ -134,7 +185,8 @@ async function showFrame(index, force = false) {
   const isKey = state.clip.keyframes.includes(s);
   const isFused = state.clip.result.fused.includes(s);
   const bust = `?t=${Date.now()}`;
-  let frameUrl = clipUrl("frame") + bust;
+  // playback shows the cached JPEG display copies (remote-friendly); a paused frame is the lossless PNG
+  let frameUrl = state.playing ? `${clipUrl("display")}?quality=${Number($("quality").value) || 85}` : clipUrl("frame") + bust;
   if (state.view === "alpha" || state.view === "comp") {
     frameUrl = state.clip.result.matted.includes(s) ? `${clipUrl("matte")}${bust}&kind=${state.view}` : frameUrl;
   }
@@ -148,7 +200,8 @@ async function showFrame(index, force = false) {
   state.original = state.labels.slice();
   state.source = source;
   state.dirty = false;
-  state.undo = [];
+  state.undo = []; state.redo = [];
+  state.box = null; state.strokes = null;
   render();
 }
 
@@ -157,9 +210,8 @@ function render() {
   for (const canvas of [frameCanvas, overlayCanvas]) {
     if (canvas.width !== width || canvas.height !== height) { canvas.width = width; canvas.height = height; }
   }
-  // small frames are shown enlarged (pixels stay sharp), large ones fit the page
-  const room = $("viewer").clientWidth || width;
-  frameCanvas.style.width = `${Math.min(room, Math.max(width, 720))}px`;
+  frameCanvas.style.width = `${width}px`; frameCanvas.style.height = `${height}px`;
+  if (!state.fitted) { fitView(); state.fitted = true; } else applyView();
   frameCanvas.getContext("2d").drawImage(state.frameImage, 0, 0, width, height);
   drawOverlay();
   const s = stem();
@@ -172,8 +224,52 @@ function render() {
   $("frame-source").dataset.source = state.source;
   const scores = state.clip.result.uncertainty && state.clip.result.uncertainty.frames;
   $("frame-score").textContent = scores && s in scores ? `disagreement ${scores[s].toFixed(3)}` : "";
+  const at = state.review.indexOf(s);
+  $("review-state").textContent = at >= 0 ? `review ${at + 1}/${state.review.length}` : "";
   drawTimeline();
+  markStrip();
 }
+
+// --- zoom and pan --------------------------------------------------------------------------------
+
+function applyView() {
+  const box = $("canvas-box");
+  box.style.width = `${state.width}px`; box.style.height = `${state.height}px`;
+  box.style.transform = `translate(${state.panX}px, ${state.panY}px) scale(${state.zoom})`;
+  $("zoom-value").textContent = `${Math.round(state.zoom * 100)}%`;
+}
+
+function fitView() {
+  const stage = $("stage");
+  const zoom = Math.min(stage.clientWidth / state.width, stage.clientHeight / state.height) || 1;
+  state.zoom = zoom;
+  state.panX = (stage.clientWidth - state.width * zoom) / 2;
+  state.panY = (stage.clientHeight - state.height * zoom) / 2;
+  applyView();
+}
+
+function zoomAt(factor, x, y) { // x, y: a point of the stage that stays where it is
+  const zoom = Math.min(32, Math.max(0.05, state.zoom * factor));
+  state.panX = x - (x - state.panX) * zoom / state.zoom;
+  state.panY = y - (y - state.panY) * zoom / state.zoom;
+  state.zoom = zoom;
+  applyView();
+}
+
+function zoomTo(zoom) {
+  const stage = $("stage");
+  zoomAt(zoom / state.zoom, stage.clientWidth / 2, stage.clientHeight / 2);
+}
+
+$("stage").addEventListener("wheel", (event) => {
+  if (!state.clip) return;
+  event.preventDefault();
+  const rect = $("stage").getBoundingClientRect();
+  zoomAt(Math.exp(-event.deltaY * 0.0015), event.clientX - rect.left, event.clientY - rect.top);
+}, { passive: false });
+$("zoom-fit").addEventListener("click", fitView);
+$("zoom-1").addEventListener("click", () => zoomTo(1));
+$("review").addEventListener("click", reviewNext);
 
 function drawOverlay() {
   const context = overlayCanvas.getContext("2d");
@@ -185,8 +281,19 @@ function drawOverlay() {
     const colour = OVERLAY[state.labels[i]];
     image.data[4 * i] = colour[0]; image.data[4 * i + 1] = colour[1]; image.data[4 * i + 2] = colour[2];
     image.data[4 * i + 3] = state.labels[i] === 2 ? Math.round(alpha * 0.6) : alpha;
+    if (state.strokes && state.strokes[i]) {
+      const mark = state.strokes[i] === 1 ? [60, 220, 110] : [235, 60, 75];
+      image.data[4 * i] = mark[0]; image.data[4 * i + 1] = mark[1]; image.data[4 * i + 2] = mark[2]; image.data[4 * i + 3] = 230;
+    }
   }
   context.putImageData(image, 0, 0);
+  if (state.box) {
+    const [x0, y0, x1, y1] = state.box;
+    context.save();
+    context.setLineDash([6, 4]); context.strokeStyle = "#ffffff"; context.lineWidth = Math.max(1, 1.5 / state.zoom);
+    context.strokeRect(Math.min(x0, x1), Math.min(y0, y1), Math.abs(x1 - x0), Math.abs(y1 - y0));
+    context.restore();
+  }
 }
 
 function drawTimeline() {
@@ -242,13 +349,16 @@ function toImage(event) {
 
 function paintDisc(cx, cy) {
   const radius = state.size / 2;
+  const stroking = state.brush === "stroke-fg" || state.brush === "stroke-bg";
+  if (stroking && !state.strokes) state.strokes = new Uint8Array(state.width * state.height);
   const x0 = Math.max(0, Math.floor(cx - radius)), x1 = Math.min(state.width - 1, Math.ceil(cx + radius));
   const y0 = Math.max(0, Math.floor(cy - radius)), y1 = Math.min(state.height - 1, Math.ceil(cy + radius));
   for (let y = y0; y <= y1; y++) {
     for (let x = x0; x <= x1; x++) {
       if ((x + 0.5 - cx) ** 2 + (y + 0.5 - cy) ** 2 > radius * radius) continue;
       const i = y * state.width + x;
-      state.labels[i] = state.brush === "eraser" ? state.original[i] : state.brush;
+      if (stroking) state.strokes[i] = state.brush === "stroke-fg" ? 1 : 2;
+      else state.labels[i] = state.brush === "eraser" ? state.original[i] : state.brush;
     }
   }
 }
@@ -258,42 +368,153 @@ function paintLine(from, to) {
   for (let k = 1; k <= steps; k++) paintDisc(from[0] + (to[0] - from[0]) * k / steps, from[1] + (to[1] - from[1]) * k / steps);
 }
 
-overlayCanvas.addEventListener("pointerdown", (event) => {
-  if (!state.clip || state.view !== "trimap" || state.playing) return;
-  overlayCanvas.setPointerCapture(event.pointerId);
+let panning = null, boxing = null;
+
+function pushUndo() {
   state.undo.push(state.labels.slice());
   if (state.undo.length > 50) state.undo.shift();
+  state.redo = [];
+}
+
+overlayCanvas.addEventListener("pointerdown", (event) => {
+  if (!state.clip) return;
+  overlayCanvas.setPointerCapture(event.pointerId);
+  if (event.button === 1 || state.space) { // pan: middle button, or Space held
+    panning = [event.clientX - state.panX, event.clientY - state.panY];
+    event.preventDefault();
+    return;
+  }
+  if (state.view !== "trimap" || state.playing || event.button !== 0) return;
+  if (state.brush === "box") {
+    const [x, y] = toImage(event);
+    boxing = true;
+    state.box = [x, y, x, y];
+    drawOverlay();
+    return;
+  }
+  if (state.brush !== "stroke-fg" && state.brush !== "stroke-bg") { pushUndo(); state.dirty = true; }
   painting = toImage(event);
   paintDisc(...painting);
-  state.dirty = true;
   render();
 });
 overlayCanvas.addEventListener("pointermove", (event) => {
+  if (panning) {
+    state.panX = event.clientX - panning[0]; state.panY = event.clientY - panning[1];
+    applyView();
+    return;
+  }
+  if (boxing) {
+    const [x, y] = toImage(event);
+    state.box[2] = Math.max(0, Math.min(state.width, x)); state.box[3] = Math.max(0, Math.min(state.height, y));
+    drawOverlay();
+    return;
+  }
   if (!painting) return;
   const here = toImage(event);
   paintLine(painting, here);
   painting = here;
   drawOverlay();
 });
-const endStroke = () => { if (painting) { painting = null; render(); } };
+const endStroke = () => {
+  if (panning) { panning = null; return; }
+  if (boxing) { boxing = null; cutOut(); return; }
+  if (painting) {
+    painting = null;
+    render();
+    if (state.brush === "stroke-fg" || state.brush === "stroke-bg") cutOut();
+  }
+};
 overlayCanvas.addEventListener("pointerup", endStroke);
 overlayCanvas.addEventListener("pointercancel", endStroke);
 
+const TOOLS = ["eraser", "box", "stroke-fg", "stroke-bg"];
 function setBrush(brush) {
-  state.brush = brush === "eraser" ? "eraser" : Number(brush);
-  document.querySelectorAll(".brushes button").forEach((b) => b.classList.toggle("active", b.dataset.brush === String(brush)));
+  state.brush = TOOLS.includes(brush) ? brush : Number(brush);
+  document.querySelectorAll(".brushes button[data-brush]").forEach((b) => b.classList.toggle("active", b.dataset.brush === String(brush)));
 }
-document.querySelectorAll(".brushes button").forEach((b) => b.addEventListener("click", () => setBrush(b.dataset.brush)));
+document.querySelectorAll(".brushes button[data-brush]").forEach((b) => b.addEventListener("click", () => setBrush(b.dataset.brush)));
 $("brush-size").addEventListener("input", (e) => { state.size = Number(e.target.value); $("brush-size-value").textContent = e.target.value; });
 $("opacity").addEventListener("input", (e) => { state.opacity = Number(e.target.value) / 100; drawOverlay(); });
 
 function undo() {
   if (!state.undo.length) return;
+  state.redo.push(state.labels);
   state.labels = state.undo.pop();
   state.dirty = state.undo.length > 0 || !state.labels.every((v, i) => v === state.original[i]);
   render();
 }
+function redo() {
+  if (!state.redo.length) return;
+  state.undo.push(state.labels);
+  state.labels = state.redo.pop();
+  state.dirty = true;
+  render();
+}
 $("undo").addEventListener("click", undo);
+$("redo").addEventListener("click", redo);
+
+// --- cutting the subject out: a box, strokes, or the person tool ---------------------------------
+
+function maskPng(values, which) { // a white-on-black PNG of the frame's size where values === which
+  const canvas = document.createElement("canvas");
+  canvas.width = state.width; canvas.height = state.height;
+  const context = canvas.getContext("2d");
+  const image = context.createImageData(state.width, state.height);
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i] === which ? 255 : 0;
+    image.data[4 * i] = v; image.data[4 * i + 1] = v; image.data[4 * i + 2] = v; image.data[4 * i + 3] = 255;
+  }
+  context.putImageData(image, 0, 0);
+  return new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+}
+
+async function useTrimap(response, what, started) {
+  const url = URL.createObjectURL(await response.blob());
+  const labels = imageToLabels(await loadImage(url));
+  URL.revokeObjectURL(url);
+  pushUndo();
+  state.labels = labels;
+  state.dirty = true;
+  render();
+  const seconds = ((performance.now() - started) / 1000).toFixed(2);
+  $("cutout-state").textContent = `${what} in ${seconds} s`;
+  $("cutout-state").dataset.done = String(Number($("cutout-state").dataset.done || 0) + 1);
+  setStatus(`trimap from ${what}: add strokes where it is wrong, paint, then save`);
+}
+
+let cutting = false;
+async function cutOut() {
+  if (!state.clip || cutting) return;
+  const hasFg = state.strokes && state.strokes.includes(1);
+  if (!state.box && !hasFg) { setStatus("drag a box around the subject first (or mark it with + subject)", true); return; }
+  const form = new FormData();
+  if (state.box) form.append("box", JSON.stringify(state.box.map(Math.round)));
+  form.append("band", String(state.band));
+  if (state.strokes) {
+    form.append("fg_strokes", await maskPng(state.strokes, 1), "fg.png");
+    form.append("bg_strokes", await maskPng(state.strokes, 2), "bg.png");
+  }
+  cutting = true;
+  const started = performance.now();
+  try {
+    const response = await api(`/api/clips/${encodeURIComponent(state.clip.name)}/from-box/${encodeURIComponent(stem())}`, { method: "POST", body: form });
+    await useTrimap(response, "the box" + (state.strokes ? " and strokes" : ""), started);
+  } catch (error) { setStatus(`no cut-out: ${error.message}`, true); } finally { cutting = false; }
+}
+
+async function findPerson() {
+  if (!state.clip) return;
+  const form = new FormData();
+  form.append("band", String(state.band));
+  const started = performance.now();
+  try {
+    const response = await api(`/api/clips/${encodeURIComponent(state.clip.name)}/from-person/${encodeURIComponent(stem())}`, { method: "POST", body: form });
+    await useTrimap(response, "the person segmenter", started);
+  } catch (error) { setStatus(`no person found: ${error.message}`, true); }
+}
+$("tool-person").addEventListener("click", findPerson);
+$("band").addEventListener("input", (e) => { state.band = Number(e.target.value); $("band-value").textContent = e.target.value; });
+$("band").addEventListener("change", () => { if (state.box || state.strokes) cutOut(); });
 $("revert").addEventListener("click", () => {
   if (!state.labels) return;
   state.undo.push(state.labels.slice());
@@ -370,12 +591,30 @@ $("view").addEventListener("change", (e) => { state.view = e.target.value; showF
 
 document.addEventListener("keydown", (event) => {
   if (event.target.tagName === "INPUT" || event.target.tagName === "SELECT") return;
-  if ((event.ctrlKey || event.metaKey) && event.key === "z") { undo(); event.preventDefault(); return; }
+  const key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
+  if ((event.ctrlKey || event.metaKey) && (key === "z" || key === "y")) {
+    if (key === "y" || event.shiftKey) redo(); else undo();
+    event.preventDefault();
+    return;
+  }
+  if (event.ctrlKey || event.metaKey || event.altKey) return;
+  if (key === " ") { state.space = true; $("stage").classList.add("panning"); event.preventDefault(); return; }
+  const setSize = (size) => { state.size = Math.max(1, Math.min(200, size)); $("brush-size").value = state.size; $("brush-size-value").textContent = state.size; };
+  const setOpacity = (value) => { state.opacity = Math.max(0, Math.min(1, value)); $("opacity").value = Math.round(state.opacity * 100); drawOverlay(); };
   const actions = {
-    "1": () => setBrush(0), "2": () => setBrush(1), "3": () => setBrush(2), "e": () => setBrush("eraser"),
-    "s": saveKeyframe, "ArrowLeft": () => showFrame(state.index - 1), "ArrowRight": () => showFrame(state.index + 1),
+    "1": () => setBrush(0), "2": () => setBrush(1), "3": () => setBrush(2),
+    "b": () => setBrush(0), "u": () => setBrush(1), "f": () => setBrush(2), "e": () => setBrush("eraser"),
+    "x": () => setBrush("box"), "g": () => setBrush("stroke-fg"), "h": () => setBrush("stroke-bg"), "p": findPerson,
+    "[": () => setSize(Math.round(state.size / 1.25)), "]": () => setSize(Math.round(state.size * 1.25) + 1),
+    ",": () => setOpacity(state.opacity - 0.1), ".": () => setOpacity(state.opacity + 0.1),
+    "0": fitView, "!": () => zoomTo(1), "+": () => zoomTo(state.zoom * 1.25), "-": () => zoomTo(state.zoom / 1.25),
+    "r": reviewNext, "s": saveKeyframe,
+    "ArrowLeft": () => showFrame(state.index - 1), "ArrowRight": () => showFrame(state.index + 1),
   };
-  if (actions[event.key]) { actions[event.key](); event.preventDefault(); }
+  if (actions[key]) { actions[key](); event.preventDefault(); }
+});
+document.addEventListener("keyup", (event) => {
+  if (event.key === " ") { state.space = false; $("stage").classList.remove("panning"); }
 });
 
 // --- jobs ----------------------------------------------------------------------------------------
@@ -433,7 +672,7 @@ $("run-propagate").addEventListener("click", () => startJob("propagate"));
 $("run-matte").addEventListener("click", () => startJob("matte"));
 $("cancel").addEventListener("click", async () => { showJob((await (await api("/api/job/cancel", { method: "POST" })).json()).job); });
 
-window.addEventListener("resize", () => { if (state.clip) drawTimeline(); });
+window.addEventListener("resize", () => { if (state.clip) { drawTimeline(); fitView(); } });
 window.addEventListener("beforeunload", (event) => { if (state.dirty) { event.preventDefault(); event.returnValue = ""; } });
 
 setBrush(2);
