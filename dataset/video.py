@@ -455,6 +455,11 @@ def write_video(
                     stream.options = {"crf": "17", "preset": "medium"}
                 elif codec == "prores_ks":
                     stream.options = {"profile": "4" if has_alpha else "3"}  # 4444 / 422 HQ
+                    # Slice threads of prores_ks corrupt rows of the alpha plane when the height is not a
+                    # multiple of 16 (1080p is not): seen with PyAV 18.1's FFmpeg, test_video.py catches it.
+                    stream.codec_context.thread_count = 1
+                elif codec == "ffv1":
+                    stream.codec_context.thread_count = 1  # lossless must mean the same bytes: no slice races
                 layout = "rgba" if has_alpha else "rgb24"
             frame_image = _pad_even(image, stream.width, stream.height)
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame_image), format=layout)

@@ -72,8 +72,10 @@ def stroke(driver, element, points):
     """A mouse stroke over ``element`` through ``points`` (fractions of its width and height)."""
     from selenium.webdriver.common.action_chains import ActionChains
 
-    size = element.size
-    offsets = [(round((fx - 0.5) * size["width"]), round((fy - 0.5) * size["height"])) for fx, fy in points]
+    # the element as shown (a zoomed canvas is scaled by a CSS transform, which element.size leaves out)
+    width, height = driver.execute_script("const r = arguments[0].getBoundingClientRect(); return [r.width, r.height]",
+                                          element)  # fmt: skip
+    offsets = [(round((fx - 0.5) * width), round((fy - 0.5) * height)) for fx, fy in points]
     actions = ActionChains(driver).move_to_element_with_offset(element, *offsets[0]).click_and_hold()
     for (x0, y0), (x1, y1) in zip(offsets, offsets[1:]):
         actions = actions.move_by_offset(x1 - x0, y1 - y0)

@@ -276,6 +276,9 @@ def test_test_mf_2_on_a_video_gives_the_trimaps_of_its_frames(tmp_path, parity_w
         shutil.copytree(sample.folder, videos / "clip_trimaps", ignore=shutil.ignore_patterns("*_rgb.png"))
         if suffix == ".mkv":
             folder = sample.folder
+            decoded = VideoFrames(probe_video(video), FrameCache(0))
+            assert all(np.array_equal(decoded.read_rgb(i), frames[i]) for i in range(10)), "FFV1 is not lossless here"
+            decoded.close()
         else:
             folder = videos / "extracted" / "clip"
             assert run_main("tgm.py", "extract", video, "--out", folder).returncode == 0
