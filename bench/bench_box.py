@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What a box buys: trimaps from a box (GrabCut + the band of from-mask) against the true trimaps.
 
-usage: python -m bench.bench_box [--clips 4] [--frames 16] [--every 3] [--size 360x640] [--band_per_side 6]
+usage: python -m bench.bench_box [--clips 4] [--frames 16] [--every 3] [--size 360x640] [--bands 6,12,18]
 
 On generated clips with ground truth (dataset/synthetic.py; true trimaps with a --gt_band px
 band), for every --every-th frame: the box is the true mask's bounding box (alpha > 0.5) padded by
@@ -74,13 +74,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--every", type=int, default=3)
     parser.add_argument("--size", default="360x640", help="HxW of the generated clips")
     parser.add_argument("--gt_band", type=int, default=12, help="band diameter of the true trimaps")
-    parser.add_argument("--band_per_side", type=int, default=6, help="from-box's band")
+    parser.add_argument("--bands", default="6,12,18", help="from-box's bands per side to try (the app's slider)")
     parser.add_argument("--pad", type=int, default=5, help="pixels around the true mask's bounding box")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     height, width = map(int, args.size.split("x"))
-    scores = {"rectangle as unknown": [], "from-box": [], "from-box + 1 stroke": []}
+    bands = [int(b) for b in args.bands.split(",")]
+    scores = {"rectangle as unknown": []}
+    for band in bands:
+        scores[f"from-box, band {band}"] = []
+        scores[f"from-box + 1 stroke, band {band}"] = []
     with tempfile.TemporaryDirectory(prefix="bench-box-") as tmp:
         for seed in range(args.clips):
             sample = make_synthetic_clip(Path(tmp) / f"ws{seed}", "clip", args.frames, (height, width), keyframes=(0,),
@@ -92,26 +96,26 @@ def main(argv: list[str] | None = None) -> None:
                 mask = read_alpha(sample.gt_folder / f"{stem}_alpha.png") > 0.5
                 box = padded_box(mask, args.pad)
                 scores["rectangle as unknown"].append(miou(rectangle_trimap(mask.shape, box), truth))
-                labels = box_trimap(rgb, box, args.band_per_side)
-                scores["from-box"].append(miou(labels, truth))
                 stroke, is_fg = corrective_stroke(grabcut_mask(rgb, box), mask)
                 fg, bg = (stroke, None) if is_fg else (None, stroke)
-                scores["from-box + 1 stroke"].append(miou(box_trimap(rgb, box, args.band_per_side, fg, bg), truth))
+                for band in bands:
+                    scores[f"from-box, band {band}"].append(miou(box_trimap(rgb, box, band), truth))
+                    scores[f"from-box + 1 stroke, band {band}"].append(miou(box_trimap(rgb, box, band, fg, bg), truth))
     frames, _ = render_frames(1, 1088, 1920, seed=3)
     hd_box = Box(500, 200, 1500, 1000)
     times = []
     for _ in range(args.runs):
         start = time.perf_counter()
-        box_trimap(frames[0], hd_box, args.band_per_side)
+        box_trimap(frames[0], hd_box, bands[0])
         times.append(time.perf_counter() - start)
     machine = cpu_info()
-    count = len(scores["from-box"])
+    count = len(scores["rectangle as unknown"])
     print(f"\n{machine['cpu']}, {machine['logical_cpus']} CPUs; {count} frames of {args.clips} generated {args.size} "
           f"clips, true trimaps with a {args.gt_band}-px band, box = true mask's bounding box + {args.pad} px, "
-          f"from-box band {args.band_per_side} px per side\n")  # fmt: skip
-    print(f"{'trimap':<24} {'mIoU':>6} {'min':>6}")
+          f"from-box bands in px per side\n")  # fmt: skip
+    print(f"{'trimap':<34} {'mIoU':>6} {'min':>6}")
     for name, values in scores.items():
-        print(f"{name:<24} {statistics.mean(values):>6.3f} {min(values):>6.3f}")
+        print(f"{name:<34} {statistics.mean(values):>6.3f} {min(values):>6.3f}")
     print(f"\nfrom-box on a 1088x1920 frame: {statistics.median(times):.2f} s (median of {args.runs})")
     if args.json:
         print(
