@@ -15,12 +15,13 @@ Printed per N: the child's peak resident set (ru_maxrss), the most disk it used 
 trimaps, overlays, uncertainty), frames per second of the clip (wall time of the child, start-up
 included), and the peak RSS as a ratio to the shortest clip's (flat: close to 1).
 
-hd mode: for each size a generated clip with ground truth (keyframes at both ends) is propagated
-in this process at each internal size (0: the frames' own size, the published computation), with
-the weights of --load (default: the parity weights, whose trimaps mean nothing: then only the
-agreement and the times are worth reading). Printed: seconds per frame (both passes), mIoU and
-unknown-band recall (share of the true unknown pixels labelled unknown) against the ground truth,
-and the label agreement with the full-size result. Run it alone on the machine.
+hd mode: for each size a generated clip with ground truth (keyframes at both ends) is finetuned
+on its two keyframes (--finetune_steps of the demo's recipe, on --crop crops, starting from
+--load, e.g. the demo's finetuned checkpoint; 0 steps: --load as it is; no --load: the parity
+weights, whose trimaps mean nothing) and then propagated in this process at each internal size
+(0: the frames' own size, the published computation). Printed: seconds per frame (both passes),
+mIoU and unknown-band recall (share of the true unknown pixels labelled unknown) against the
+ground truth, and the label agreement with the full-size result. Run it alone on the machine.
 """
 
 from __future__ import annotations
@@ -161,11 +162,16 @@ def run_hd(args: argparse.Namespace, weights: Path, work: Path) -> list[dict]:
         sample = make_synthetic_clip(work / size / "ws", "clip", args.frames, (height, width),
                                      keyframes=(0, args.frames - 1), seed=6, unknown_width=args.band)  # fmt: skip
         keyframes = {f"{k:05d}" for k in (0, args.frames - 1)}
+        checkpoint = weights
+        if args.finetune_steps:
+            checkpoint = finetune_on(sample.folder, work / size / "train", weights, args.crop, args.finetune_steps)
         full_labels = None
         for internal in map(int, args.internal.split(",")):
             options = PropagationOptions(max_internal_size=internal, fast=args.fast)
             start = time.perf_counter()
-            run = run_clip(scan_clip(sample.folder), work / size / f"out{internal}", options, cpu, checkpoint=weights)
+            run = run_clip(
+                scan_clip(sample.folder), work / size / f"out{internal}", options, cpu, checkpoint=checkpoint
+            )
             seconds = time.perf_counter() - start
             stems = [s for s in sorted(p.name[:5] for p in run.result.ensemble_dir.iterdir()) if s not in keyframes]
             labels = [read_labels(run.result.ensemble_png(s)) for s in stems]
@@ -186,10 +192,27 @@ def run_hd(args: argparse.Namespace, weights: Path, work: Path) -> list[dict]:
     return rows
 
 
+def finetune_on(clip_dir: Path, outdir: Path, start: Path, crop: str, steps: int) -> Path:
+    """The demo's finetuning recipe on a clip's keyframes, from ``start``; returns the checkpoint."""
+    from config import load_config
+    from training.loop import finetune
+
+    height, width = map(int, crop.split("x"))
+    cfg = load_config(None, [
+        "DATASET.PATH", str(clip_dir), "SYSTEM.NUM_WORKERS", "0", "SYSTEM.RANDOM_SEED", "1",
+        "SYSTEM.OUTDIR", str(outdir), "FINETUNE.SAVE_FREQ", "-1", "TRAIN.LOAD_CKPT", str(start),
+        "TRAIN.BASE_LR", "1e-4", "TRAIN.LR_STRATEGY", "poly", "TRAIN.UNKNOWN_WEIGHT", "1.0",
+        "TRAIN.TRAIN_INPUT_SIZE", f"({width}, {height})", "TRAIN.TOTAL_STEPS", str(steps), "TRAIN.IMAGE_FREQ", "0",
+    ])  # fmt: skip
+    return finetune(cfg, outdir / "hd.yaml", scan_clip(clip_dir), torch.device("cpu")).checkpoint
+
+
 def print_hd(rows: list[dict], machine: dict, args: argparse.Namespace) -> None:
     path = "--fast" if args.fast else "default path"
+    start = args.load or "parity (meaningless trimaps)"
     print(f"\n{machine['cpu']}, {machine['logical_cpus']} CPUs; {args.frames}-frame generated clips, keyframes at "
-          f"both ends, {path}, weights {args.load or 'parity (meaningless trimaps)'}\n")  # fmt: skip
+          f"both ends, {path}; weights: {start}, finetuned {args.finetune_steps} steps on {args.crop} crops of "
+          "each clip's keyframes\n")  # fmt: skip
     print(f"{'size':>10} {'internal':>9} {'s/frame':>8} {'mIoU':>6} {'unknown recall':>15} {'agrees with full':>17}")
     for row in rows:
         agreement = "-" if row["agreement_full"] is None else f"{row['agreement_full']:.4f}"
@@ -209,6 +232,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frames", type=int, default=6, help="hd mode: frames per clip")
     parser.add_argument("--band", type=int, default=21, help="hd mode: the true trimaps' band diameter")
     parser.add_argument("--fast", action="store_true", help="hd mode: propagate with --fast")
+    parser.add_argument("--finetune_steps", type=int, default=40, help="hd mode: finetuning steps per clip (0: none)")
+    parser.add_argument("--crop", default="256x256", help="hd mode: finetuning crops, HxW")
     parser.add_argument("--load", default=None, help="hd mode: the checkpoint (e.g. the demo's finetuned one)")
     parser.add_argument("--json", action="store_true", help="also print one JSON line per row")
     args = parser.parse_args(argv)

@@ -29,7 +29,7 @@ from utils.cli import add_debug_argument, add_renamed
 from utils.errors import UserError
 
 NAME = "trimap"
-HELP = "Make keyframe trimaps from binary masks or alpha mattes, and check hand-drawn ones."
+HELP = "Make keyframe trimaps from masks, mattes, a box (+ strokes) or people, and check hand-drawn ones."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
