@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from bench.roofline import cpu_info
+from dataset.clip import TRIMAP_SUFFIX
 from dataset.segment import Box, box_trimap, grabcut_mask
 from dataset.synthetic import make_synthetic_clip, render_frames
 from dataset.trimap import BACKGROUND, UNKNOWN
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
             for t in range(0, args.frames, args.every):
                 stem = f"{t:05d}"
                 rgb = read_rgb(sample.folder / f"{stem}_rgb.png")
-                truth = read_labels(sample.gt_folder / f"{stem}_trimap.png")
+                truth = read_labels(sample.gt_folder / f"{stem}{TRIMAP_SUFFIX}")
                 mask = read_alpha(sample.gt_folder / f"{stem}_alpha.png") > 0.5
                 box = padded_box(mask, args.pad)
                 scores["rectangle as unknown"].append(miou(rectangle_trimap(mask.shape, box), truth))

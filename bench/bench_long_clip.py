@@ -41,12 +41,13 @@ import numpy as np
 import torch
 
 from bench.roofline import cpu_info
-from dataset.clip import scan_clip
+from dataset.clip import TRIMAP_SUFFIX, scan_clip
 from dataset.synthetic import make_synthetic_clip, render_frames
 from dataset.trimap import UNKNOWN, alpha_to_trimap
 from dataset.video import write_video
 from evaluation.folders import read_labels, read_truth
 from evaluation.metrics import confusion, iou_from_confusion
+from inference.layout import PART_PREFIX, ResultFolder
 from inference.options import PropagationOptions
 from model.stm import STM
 from model.weights import parity_state_dict
@@ -102,7 +103,7 @@ def long_video(work: Path, frames: int, size: tuple[int, int], keyframe_every: i
     trimaps.mkdir()
     digits = max(5, len(str(frames - 1)))
     for index in sorted({*range(0, frames, keyframe_every), frames - 1}):
-        atomic_write_png(trimaps / f"{index:0{digits}d}_trimap.png", alpha_to_trimap(alphas[index], 7))
+        atomic_write_png(trimaps / f"{index:0{digits}d}{TRIMAP_SUFFIX}", alpha_to_trimap(alphas[index], 7))
     return video
 
 
@@ -121,21 +122,21 @@ def run_length(args: argparse.Namespace, weights: Path, work: Path) -> list[dict
                    "--save", str(save), "--max_memory", "8", "--discard_parts", *args.extra.split()]  # fmt: skip
         env = dict(os.environ, TMPDIR=str(tmp), PYTHONUNBUFFERED="1")
         start = time.perf_counter()
-        with DiskSampler([(save, "clip_mem5/part*"), (tmp, "tgm-frames-*")]) as disk:
+        result = ResultFolder.of(save, "clip", 5)  # test_mf_2.py's default --mem_every
+        with DiskSampler([(result.path, f"{PART_PREFIX}*"), (tmp, "tgm-frames-*")]) as disk:
             child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             _, status, usage = os.wait4(child.pid, 0)
         seconds = time.perf_counter() - start
         stderr = child.stderr.read()
         if status != 0:
             raise SystemExit(f"test_mf_2.py failed on {frames} frames:\n{stderr[-3000:]}")
-        result = save / "clip_mem5"
-        kept = folder_bytes(result / "ensemble", result / "envis") + sum(
-            p.stat().st_size for p in result.glob("uncertainty.*")
+        kept = folder_bytes(result.ensemble_dir, result.envis_dir) + sum(
+            p.stat().st_size for p in (result.uncertainty_json, result.uncertainty_png) if p.exists()
         )
         rows.append({
             "frames": frames, "size": args.size, "peak_rss_mib": usage.ru_maxrss / 1024,
             "disk_beyond_outputs_mib": disk.peak / 2**20, "outputs_mib": kept / 2**20,
-            "fps": frames / seconds, "seconds": seconds, "parts_left": len(list(result.glob("part*"))),
+            "fps": frames / seconds, "seconds": seconds, "parts_left": len(result.part_dirs()),
             "keyframe_every": args.keyframe_every, "extra": args.extra.split(),
         })  # fmt: skip
         shutil.rmtree(case)  # the next case starts with the disk as it was

@@ -155,6 +155,22 @@ def test_a_small_cache_reads_backwards_correctly_by_decoding_again(tmp_path):
 
 
 @pytest.mark.unit
+def test_a_frame_is_turned_as_its_display_matrix_says():
+    from dataset.video import upright
+
+    class Frame:  # a stand-in for a decoded PyAV frame: no rotated video can be written here
+        def to_ndarray(self, format):
+            image = np.zeros((2, 3, 3), np.uint8)
+            image[0, 0] = 255  # the top-left pixel
+            return image
+
+    assert upright(Frame(), 0)[0, 0, 0] == 255
+    turned = upright(Frame(), 90)  # counter-clockwise, as FFmpeg's display matrix angle counts
+    assert turned.shape == (3, 2, 3) and turned[2, 0, 0] == 255 and turned.flags["C_CONTIGUOUS"]
+    assert upright(Frame(), 270)[0, 1, 0] == 255
+
+
+@pytest.mark.unit
 def test_a_video_clip_says_what_is_wrong_with_its_trimaps(tmp_path):
     video = video_of(source_frames(12), tmp_path / "walk.mkv")
     with pytest.raises(UserError, match=r"walk_trimaps does not exist: put its keyframes there as"):
