@@ -14,7 +14,6 @@ which is wrong unless every frame has a trimap). Where a clip's frames come from
 from __future__ import annotations
 
 import glob
-import hashlib
 import logging
 import re
 from collections.abc import Sequence
@@ -38,6 +37,7 @@ from dataset.video import (
 )  # fmt: skip
 from utils.errors import UserError
 from utils.images import image_size, png_header, read_image, read_rgb
+from utils.io import file_digest
 
 TRIMAPS_FOLDER_SUFFIX = "_trimaps"  # a video clip's keyframes: <video stem>_trimaps/ beside it
 TRIMAP_SUFFIX = "_trimap.png"
@@ -73,15 +73,6 @@ class FolderFrames:
 
     def digest(self, index: int) -> str:
         return file_digest(self.path(index))
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes, read in blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass

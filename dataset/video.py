@@ -12,7 +12,6 @@ either carry the same file names (``frame_stem``).
 from __future__ import annotations
 
 import bisect
-import functools
 import hashlib
 import logging
 import shutil
@@ -28,7 +27,7 @@ import cv2
 import numpy as np
 
 from utils.errors import UserError
-from utils.io import atomic_write_png
+from utils.io import atomic_write_png, file_digest_once
 from utils.logs import progress
 
 log = logging.getLogger(__name__)
@@ -97,17 +96,7 @@ class VideoInfo:
 
     def digest(self) -> str:
         """sha256 of the file, computed once per file version."""
-        stat = self.path.stat()
-        return _file_digest(self.path, stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=16)
-def _file_digest(path: Path, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return file_digest_once(self.path)
 
 
 def _open_container(path: Path):

@@ -37,7 +37,7 @@ from dataset.video import FrameCache, VideoFrames, is_video, probe_video
 from matting.background import Background, BackgroundFrames
 from matting.solve import FrameError, Solver, composite, foreground, one_sided
 from utils.images import read_alpha, read_image
-from utils.io import atomic_write_json, atomic_write_png
+from utils.io import atomic_write_json, atomic_write_png, file_digest_once
 from utils.logs import progress
 
 log = logging.getLogger(__name__)
@@ -46,17 +46,6 @@ FG_SUFFIX = "_fg.png"
 COMPOSITE_SUFFIX = "_comp.png"
 RECORD_SUFFIX = "_matte.json"
 RUN_LENGTH = 8  # frames solved in a row with warm starts; runs are the unit of parallel work
-
-
-@functools.lru_cache(maxsize=8)
-def _digest_of(path: Path, size: int, mtime_ns: int) -> str:
-    return file_digest(path)
-
-
-def _digest_once(path: Path) -> str:
-    """A background file's digest, read once per file version (a video may be large)."""
-    stat = Path(path).stat()
-    return _digest_of(Path(path), stat.st_size, stat.st_mtime_ns)
 
 
 @dataclass(frozen=True)
@@ -107,7 +96,7 @@ class MatteSettings:
         if self.background is not None:
             path = self.background.path
             background = {"kind": self.background.kind, "rgb": list(self.background.rgb),
-                          "file": _digest_once(path) if path else None}  # fmt: skip
+                          "file": file_digest_once(path) if path else None}  # fmt: skip
         return {
             "trimap": file_digest(item.trimap), "frame": item.frame_digest(), "alpha16": self.alpha16,
             "solver": [self.solver.method, self.solver.tolerance, self.solver.max_iterations],

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
+import hashlib
 import json
 import os
 import tempfile
@@ -276,3 +278,24 @@ class FolderLock:
                 pass
             finally:
                 os.close(held[0])  # closing releases the flock
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_digest_once(path: Path) -> str:
+    """:func:`file_digest`, computed once per file version (size and modification time): for
+    large files asked for again and again (a video clip, a background video)."""
+    stat = Path(path).stat()
+    return _digest_of_version(Path(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _digest_of_version(path: Path, size: int, mtime_ns: int) -> str:
+    return file_digest(path)
