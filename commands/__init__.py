@@ -16,6 +16,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from types import ModuleType
 
 from utils.cli import add_debug_argument
@@ -87,16 +88,25 @@ def run_command(module: ModuleType, argv: Sequence[str] | None = None, prog: str
 def main(argv: Sequence[str] | None = None) -> None:
     """``tgm.py COMMAND ...``: pick the command, then parse and run it."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    program = program_name()
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         width = max(map(len, COMMANDS))
         lines = [f"  {name:<{width}}  {SUMMARIES[name]}" for name in COMMANDS]
-        text = "usage: tgm.py COMMAND [flags]   (tgm.py COMMAND --help for its flags)\n\ncommands:\n" + "\n".join(lines)
+        text = (
+            f"usage: {program} COMMAND [flags]   ({program} COMMAND --help for its flags)\n\ncommands:\n"
+            + "\n".join(lines)
+        )
         if argv and argv[0] not in ("-h", "--help"):
-            print(f"tgm.py: no command {argv[0]!r}\n\n{text}", file=sys.stderr)
+            print(f"{program}: no command {argv[0]!r}\n\n{text}", file=sys.stderr)
             sys.exit(2)
         print(text)
         return
-    run_command(command_module(argv[0]), argv[1:], prog=f"tgm.py {argv[0]}")
+    run_command(command_module(argv[0]), argv[1:], prog=f"{program} {argv[0]}")
+
+
+def program_name() -> str:
+    """How the user called us: ``tgm`` (the installed command) or ``tgm.py`` (the checkout's script)."""
+    return "tgm" if Path(sys.argv[0]).name == "tgm" else "tgm.py"
 
 
 def cli(argv: Sequence[str] | None = None) -> None:

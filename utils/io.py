@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from utils.errors import UserError
 from utils.images import encode_png
@@ -155,6 +154,8 @@ def atomic_write_png(path: Path, image: np.ndarray, durable: bool = False) -> No
 
 def atomic_torch_save(obj: object, path: Path) -> None:
     """torch.save, atomically and durably (checkpoints are hours of work)."""
+    import torch  # here, not at the top: commands that never save a checkpoint start without torch
+
     atomic_write(path, lambda f: torch.save(obj, f), durable=True)
 
 
