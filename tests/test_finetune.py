@@ -16,7 +16,7 @@ from dataset.finetune import IGNORE_LABEL, MEAN_COLOUR, KeyframeClips, warp_fram
 from dataset.prepare import normalise_frame
 from dataset.synthetic import make_synthetic_clip
 from dataset.trimap import UNKNOWN
-from helpers import FIXTURES, run_script, write_cfg
+from helpers import FIXTURES, run_main, write_cfg
 from model.checkpoint import save_checkpoint
 from model.stm import STM
 from model.weights import trainable_random_init
@@ -200,16 +200,16 @@ def test_loss_goes_down_over_a_longer_run(tmp_path, clip_dir, start_checkpoint):
 def test_finetune_then_propagate_then_ensemble_from_the_command_line(tmp_path, clip_dir, start_checkpoint):
     cfg = write_cfg(tmp_path / "clip.yaml", clip_dir.folder)
     common = ["SYSTEM.OUTDIR", tmp_path / "log", "SYSTEM.NUM_WORKERS", 1, "TRAIN.TRAIN_INPUT_SIZE", "(64, 64)"]
-    train = run_script(
+    train = run_main(
         "online_finetune_test.py", "--cfg", cfg, *common, "TRAIN.TOTAL_STEPS", 2,
         "TRAIN.LOAD_CKPT", start_checkpoint, "FINETUNE.MIN_UNKNOWN_PIXELS", 100,
     )  # fmt: skip
     assert train.returncode == 0, train.stderr
     checkpoint = tmp_path / "log" / "clip" / "checkpoint_2.pth.tar"
     assert f"checkpoint: {checkpoint}" in train.stderr.splitlines()[-1]
-    propagate = run_script("test_mf_2.py", "--cfg", cfg, "--load", checkpoint, "--save", tmp_path / "out")
+    propagate = run_main("test_mf_2.py", "--cfg", cfg, "--load", checkpoint, "--save", tmp_path / "out")
     assert propagate.returncode == 0, propagate.stderr
-    fuse = run_script("ensemble.py", "--predroot", tmp_path / "out", "--dataroot", clip_dir.folder.parent)
+    fuse = run_main("ensemble.py", "--predroot", tmp_path / "out", "--dataroot", clip_dir.folder.parent)
     assert fuse.returncode == 0, fuse.stderr
     assert len(list((tmp_path / "out" / "ftclip_mem5" / "ensemble").glob("*_trimap.png"))) == 8
 

@@ -13,7 +13,7 @@ import torch
 
 from dataset.clip import scan_clip
 from dataset.synthetic import make_synthetic_clip
-from helpers import run_script, write_cfg
+from helpers import run_main, write_cfg
 from inference.layout import ResultFolder
 from inference.options import PropagationOptions
 from pipeline.clip import run_clip
@@ -43,9 +43,9 @@ def test_the_script_says_what_it_reused(tmp_path, clip):
     cfg = write_cfg(tmp_path / "c.yaml", clip.folder)
     flags = ["--cfg", cfg, "--load", tmp_path.parent / "weights.pth", "--save", tmp_path / "out"]
     for expected in ("0 reused, 4 to compute", "4 reused, 0 to compute"):
-        run = run_script("test_mf_2.py", *flags)
+        run = run_main("test_mf_2.py", *flags)
         assert run.returncode == 0 and expected in run.stderr, run.stderr
-    run = run_script("test_mf_2.py", *flags, "--recompute")
+    run = run_main("test_mf_2.py", *flags, "--recompute")
     assert run.returncode == 0 and "0 reused, 4 to compute" in run.stderr, run.stderr
 
 
@@ -111,7 +111,7 @@ def test_options_and_weights_are_inputs_and_recompute_forces_a_full_run(tmp_path
 def test_changed_parts_remove_the_stale_fusion(tmp_path, clip):
     save = tmp_path / "out"
     propagate(tmp_path, clip, save)
-    fuse = run_script("ensemble.py", "--predroot", save, "--dataroot", clip.folder.parent)
+    fuse = run_main("ensemble.py", "--predroot", save, "--dataroot", clip.folder.parent)
     assert fuse.returncode == 0, fuse.stderr
     result = ResultFolder(save / "clip_mem5")
     assert result.is_fused(clip.stems)

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from helpers import run_script
+from helpers import run_main
 from inference.uncertainty import frame_score, soft_miou_distance, suggest
 from utils.io import atomic_write_png
 
@@ -111,7 +111,7 @@ def make_result(tmp_path, disagree: dict[str, int]):
 @pytest.mark.e2e
 def test_ensemble_writes_the_scores_the_suggestions_and_the_plot(tmp_path):
     result = make_result(tmp_path, {"00003": 2, "00004": 6})  # weights: 00003 0.625/0.375, 00004 0.5/0.5
-    run = run_script("ensemble.py", "--predroot", result.parent)
+    run = run_main("ensemble.py", "--predroot", result.parent)
     assert run.returncode == 0, run.stderr
     assert "annotate next: 0000" in run.stdout
     written = json.loads((result / "uncertainty.json").read_text())
@@ -140,7 +140,7 @@ def test_head_and_tail_frames_get_the_single_pass_score(tmp_path, stems):
         atomic_write_png(
             result / "part0" / f"{stem}_tri.png", (probs(trimap_labels(), 1 - 0.1 * i) * 255).astype(np.uint8)
         )
-    run = run_script("ensemble.py", "--predroot", result.parent)
+    run = run_main("ensemble.py", "--predroot", result.parent)
     assert run.returncode == 0, run.stderr
     frames = json.loads((result / "uncertainty.json").read_text())["frames"]
     scores = [frames[s] for s in part[1:]]

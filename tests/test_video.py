@@ -29,7 +29,7 @@ from dataset.video import (
     probe_video,
     write_video,
 )
-from helpers import run_main, run_script, write_cfg
+from helpers import run_main, write_cfg
 from inference.options import PropagationOptions
 from inference.propagator import probs_to_image
 from pipeline.clip import run_clip
@@ -304,9 +304,9 @@ def test_test_mf_2_on_a_video_gives_the_trimaps_of_its_frames(tmp_path, parity_w
         for name, path in (("video", video), ("folder", folder)):
             cfg = write_cfg(tmp_path / f"{name}{suffix}.yaml", path)
             save = tmp_path / f"out_{name}{suffix}"
-            run = run_script("test_mf_2.py", "--cfg", cfg, "--load", parity_weights, "--save", save)
+            run = run_main("test_mf_2.py", "--cfg", cfg, "--load", parity_weights, "--save", save)
             assert run.returncode == 0, run.stderr
-            fused = run_script("ensemble.py", "--predroot", save, "--dataroot", path.parent)
+            fused = run_main("ensemble.py", "--predroot", save, "--dataroot", path.parent)
             assert fused.returncode == 0, fused.stderr
             outputs.append(save / "clip_mem5")
         assert (outputs[0] / "envis" / "00003.png").exists() and (outputs[0] / "part1" / "00003_tri.png").exists()
@@ -314,7 +314,7 @@ def test_test_mf_2_on_a_video_gives_the_trimaps_of_its_frames(tmp_path, parity_w
     # the negative control: another clip's result differs
     other = make_synthetic_clip(tmp_path / "ws2", "clip", 10, (64, 96), keyframes=(0, 7), seed=5)
     cfg = write_cfg(tmp_path / "other.yaml", other.folder)
-    assert run_script("test_mf_2.py", "--cfg", cfg, "--load", parity_weights, "--save", tmp_path / "o").returncode == 0
+    assert run_main("test_mf_2.py", "--cfg", cfg, "--load", parity_weights, "--save", tmp_path / "o").returncode == 0
     assert result_files_differ(tmp_path / "o" / "clip_mem5", tmp_path / "out_folder.mkv" / "clip_mem5")
 
 

@@ -1,4 +1,5 @@
-"""tgm.py workspace as the correction loop: reruns redo what changed and nothing else."""
+"""tgm.py workspace as the correction loop: reruns redo what changed and nothing else (in this process: seven
+runs of the command, each as a user types it, without a new Python and torch for each)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import shutil
 import pytest
 
 from dataset.synthetic import make_synthetic_clip
-from helpers import ONE_STEP_FINETUNE_YAML, run_script
+from helpers import ONE_STEP_FINETUNE_YAML, run_main
 
 pytestmark = pytest.mark.e2e
 
@@ -23,7 +24,7 @@ def workspace(tmp_path):
 
 
 def run(tmp_path, ws, base, *extra):
-    result = run_script("tgm.py", "workspace", "--workspace", ws, "--save", tmp_path / "r", "--cfg", base, *extra)
+    result = run_main("tgm.py", "workspace", "--workspace", ws, "--save", tmp_path / "r", "--cfg", base, *extra)
     assert result.returncode == 0, result.stderr
     (outcome,) = json.loads((tmp_path / "r" / "summary.json").read_text())
     return outcome, result
