@@ -67,6 +67,13 @@ def run(cfg, cfg_path):
     return finetune(cfg, cfg_path, clip, torch.device("cpu"))
 
 
+@pytest.fixture(scope="module")
+def one_plain_step(tmp_path_factory, clip_dir, start_checkpoint):
+    """One seeded Adam step in fp32 from the random start: the reference the variants are compared with
+    (read only; made once for the module, a training run writes about 470 MB of checkpoint and optimizer)."""
+    return run(*small_cfg(tmp_path_factory.mktemp("plain"), clip_dir, start_checkpoint, steps=1))
+
+
 # --- the keyframe sampler ------------------------------------------------------------------------
 
 
@@ -229,8 +236,8 @@ def test_freeze_backbone_freezes_the_trunks_but_not_the_mask_convolutions(tmp_pa
 
 
 @pytest.mark.unit
-def test_sgd_trains_other_weights_than_adam(tmp_path, clip_dir, start_checkpoint):
-    adam = run(*small_cfg(tmp_path / "adam", clip_dir, start_checkpoint, steps=1))
+def test_sgd_trains_other_weights_than_adam(tmp_path, clip_dir, start_checkpoint, one_plain_step):
+    adam = one_plain_step
     sgd = run(*small_cfg(tmp_path / "sgd", clip_dir, start_checkpoint, steps=1, **{"TRAIN.OPTIMIZER": "sgd"}))
     before, with_sgd = torch.load(start_checkpoint), torch.load(sgd.checkpoint)
     assert "Decoder.pred2.weight" in changed_tensors(before, with_sgd)
@@ -244,8 +251,10 @@ def test_sgd_trains_other_weights_than_adam(tmp_path, clip_dir, start_checkpoint
     [{"TRAIN.CHANNELS_LAST": True}, {"TRAIN.PRECISION": "bf16"}],
     ids=["channels_last", "bf16"],
 )
-def test_training_step_variants_take_the_same_step_within_rounding(tmp_path, clip_dir, start_checkpoint, overrides):
-    plain = run(*small_cfg(tmp_path / "plain", clip_dir, start_checkpoint, steps=1))
+def test_training_step_variants_take_the_same_step_within_rounding(
+    tmp_path, clip_dir, start_checkpoint, overrides, one_plain_step
+):
+    plain = one_plain_step
     variant = run(*small_cfg(tmp_path / "variant", clip_dir, start_checkpoint, steps=1, **overrides))
     assert math.isfinite(variant.last_loss)
     assert variant.last_loss == pytest.approx(plain.last_loss, rel=0.05)
