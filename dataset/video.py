@@ -103,14 +103,28 @@ def _open_container(path: Path):
     av = _av()
     if not path.is_file():
         raise UserError(f"{path} does not exist; give the path of a video file or a folder of frames")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path} is empty (0 bytes): a copy or download that did not finish? Copy the video again.")
     try:
         container = av.open(str(path))
     except (av.FFmpegError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} cannot be read as a video ({exc}); is the file complete?") from exc
+        raise UserError(
+            f"{path} is not a video that can be read: {_ffmpeg_reason(exc)}. Is it a video file at all, and "
+            "complete? A copy or download cut short loses the index an .mp4 or .mov keeps at its end: copy it "
+            "again, or check that it plays in a video player; a file that plays can be re-encoded "
+            "(ffmpeg -i IN -c:v libx264 -crf 17 OUT.mp4) and used instead."
+        ) from exc
     if not container.streams.video:
         container.close()
-        raise UserError(f"{path} holds no video stream")
+        raise UserError(f"{path} holds no video stream (audio only?); give a video file or a folder of frames")
     return container
+
+
+def _ffmpeg_reason(exc: Exception) -> str:
+    """FFmpeg's words without its error number ("[Errno 1094995529] Invalid data ..." -> "invalid data ...")."""
+    reason = getattr(exc, "strerror", None) or str(exc)
+    reason = str(reason).split(":")[0] if "[Errno" in str(reason) else str(reason)
+    return reason.strip().rstrip(".").lower() or "FFmpeg could not open it"
 
 
 def probe_video(path: str | Path) -> VideoInfo:
@@ -125,7 +139,16 @@ def probe_video(path: str | Path) -> VideoInfo:
             counted = None
         except av.FFmpegError as exc:
             raise UserError(f"{path} is damaged ({exc}); re-encode it or extract what can be read") from exc
-        if not stamps:  # no timestamps: frames can only be counted by decoding
+        shared = len(stamps) - len(set(stamps))
+        if shared:  # a frame cannot be found by a timestamp others share: count and read them in order
+            _say_once(
+                path,
+                f"{path.name}: {shared} of its frames share a timestamp with another; its frames are numbered in "
+                "the order they decode, and reading one far back decodes from the start (tgm.py extract to PNGs "
+                "is faster for a long clip like this)",
+            )
+            stamps = []
+        if not stamps:  # no usable timestamps: frames can only be counted by decoding
             container.seek(0)
             counted = sum(1 for _ in container.decode(stream))
         container.seek(0)
@@ -137,11 +160,23 @@ def probe_video(path: str | Path) -> VideoInfo:
         if rotation in (90, 270):
             width, height = height, width
         fps = stream.average_rate or stream.guessed_rate or Fraction(25)
+        if any(component.is_alpha for component in first.format.components):
+            _say_once(path, f"{path.name}: its alpha channel is ignored (trimaps are made from the colour channels)")
         pts = tuple(sorted(set(stamps)))
         count = len(pts) if counted is None else counted
     finally:
         container.close()
     return VideoInfo(path, count, width, height, Fraction(fps), pts, rotation)
+
+
+_said: set[tuple[Path, str]] = set()
+
+
+def _say_once(path: Path, message: str) -> None:
+    """Log a remark about a video once per process (a clip is probed by several steps of a run)."""
+    if (path, message) not in _said:
+        _said.add((path, message))
+        log.warning("%s", message)
 
 
 def upright(frame, rotation: int) -> np.ndarray:
