@@ -19,13 +19,14 @@ Security, as Jupyter does it:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hmac
 import json
 import logging
 import re
 import secrets
 import socket
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from flask import Flask, Response, abort, jsonify, redirect, request, send_file
@@ -35,6 +36,7 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from inference.layout import ResultFolder
 from utils.errors import UserError
 from webapp.jobs import APP_DIR, JobRunner
+from webapp.settings import TRADES, Machine, RunSettings, SettingsStore, recommend, workspace_flags
 from webapp.workspace import ViewError, WorkspaceView
 
 log = logging.getLogger(__name__)
@@ -130,6 +132,8 @@ def create_app(config: AppConfig) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = MAX_UPLOAD_BYTES
     view = WorkspaceView(config.workspace, config.save)
     runner = JobRunner(config.save / APP_DIR)
+    settings_store = SettingsStore(config.save / APP_DIR)
+    machine = functools.cache(Machine.here)
     guard = Guard(config.token, config.host, config.port)
     app.extensions.update(trimap_runner=runner, trimap_view=view, trimap_guard=guard)
 
@@ -289,6 +293,31 @@ def create_app(config: AppConfig) -> Flask:
     def uncertainty_plot(name: str):
         return png(view.uncertainty_file(name))
 
+    # --- run settings ---------------------------------------------------------------------------
+
+    def clip_settings(name: str) -> dict:
+        height, width = view.frame_size(name)
+        frames = len(view.stems(name))
+        proposed, notes = recommend(frames, height, width, machine())
+        saved = settings_store.load(name)
+        return {"settings": asdict(saved or proposed), "saved": saved is not None, "proposed": asdict(proposed),
+                "notes": notes, "trades": TRADES, "flags": workspace_flags(saved or proposed),
+                "gpu": machine().gpu}  # fmt: skip
+
+    @app.get("/api/clips/<name>/settings")
+    def get_settings(name: str):
+        return jsonify(clip_settings(name))
+
+    @app.post("/api/clips/<name>/settings")
+    def save_settings(name: str):
+        view.clip_dir(name)
+        try:
+            settings = RunSettings.from_json(request.get_json(silent=True), f"settings of {name}")
+        except UserError as exc:
+            abort(400, str(exc))
+        settings_store.save(name, settings)
+        return jsonify(clip_settings(name))
+
     # --- jobs -----------------------------------------------------------------------------------
 
     @app.get("/api/job")
@@ -306,8 +335,13 @@ def create_app(config: AppConfig) -> Flask:
         result = view.result(name)
         if kind == "matte" and (result is None or not result.is_fused(view.stems(name))):
             abort(409, f"{name} has no propagated trimaps yet: run propagation first")
+        if kind == "propagate":
+            height, width = view.frame_size(name)
+            settings = settings_store.load(name) or recommend(len(view.stems(name)), height, width, machine())[0]
+        else:
+            settings = None
         try:
-            job = runner.start(name, kind, commands_for(config, name, kind, result))
+            job = runner.start(name, kind, commands_for(config, name, kind, result, settings))
         except RuntimeError as exc:
             abort(409, str(exc))
         return jsonify(job=job.as_json()), 202
@@ -330,9 +364,12 @@ def make_app_server(config: AppConfig) -> tuple[BaseWSGIServer, Flask]:
     return server, served["app"]
 
 
-def commands_for(config: AppConfig, clip: str, kind: str, result: ResultFolder | None = None) -> list[list[str]]:
+def commands_for(
+    config: AppConfig, clip: str, kind: str, result: ResultFolder | None = None, settings: RunSettings | None = None
+) -> list[list[str]]:
     """The commands a job runs: ``tgm.py workspace`` for the clip (finetune unless --load,
-    propagate, fuse; reruns redo only what changed), or ``tgm.py matte`` on its fused trimaps."""
+    propagate, fuse; reruns redo only what changed) with the clip's run ``settings``, or ``tgm.py
+    matte`` on its fused trimaps."""
     entry = str(Path(__file__).resolve().parents[1] / "tgm.py")
     if kind == "propagate":
         command = [entry, "workspace", "--workspace", str(config.workspace), "--save", str(config.save),
@@ -341,7 +378,7 @@ def commands_for(config: AppConfig, clip: str, kind: str, result: ResultFolder |
             command += ["--load", str(config.load)]
         elif config.cfg:
             command += ["--cfg", str(config.cfg)]
-        return [command]
+        return [command + workspace_flags(settings or RunSettings())]
     if result is None:
         raise ValueError(f"matting {clip} needs its result folder")
     return [[entry, "matte", "--result", str(result.path), "--dataroot", str(config.workspace),

@@ -117,6 +117,7 @@ async function selectClip(name, keepIndex = false) {
   state.review = reviewQueue();
   state.reviewPos = -1;
   await showFrame(state.index, true);
+  await loadSettings(name);
   setStatus(`${name}: ${detail.stems.length} frames, ${detail.keyframes.length} keyframes` +
     (detail.result.fused.length ? ", propagated" : ", not propagated yet"));
 }
@@ -617,6 +618,67 @@ document.addEventListener("keyup", (event) => {
   if (event.key === " ") { state.space = false; $("stage").classList.remove("panning"); }
 });
 
+// --- run settings (per clip, remembered in the save folder) -----------------------------------------
+
+const SETTINGS = ["device", "fast", "precision", "max_internal_size", "max_memory", "discard_parts"];
+
+function showSettings(data) {
+  state.settings = data;
+  for (const key of SETTINGS) {
+    const input = $(`set-${key}`);
+    if (input.type === "checkbox") input.checked = data.settings[key];
+    else input.value = data.settings[key];
+    input.title = data.trades[key] || "";
+    const label = input.closest("label");
+    let trade = label.nextElementSibling;
+    if (!trade || !trade.classList.contains("trade")) {
+      trade = document.createElement("small");
+      trade.className = "trade";
+      label.after(trade);
+    }
+    trade.textContent = data.trades[key] || "";
+  }
+  $("settings-state").textContent = data.saved ? "(this clip's)" : "(proposed)";
+  const notes = $("settings-notes");
+  notes.replaceChildren();
+  for (const [key, note] of Object.entries(data.notes)) {
+    const item = document.createElement("li");
+    item.textContent = `${key}: ${note}`;
+    notes.append(item);
+  }
+  $("settings-flags").textContent = data.flags.length ? data.flags.join(" ") : "the published computation (no flags)";
+}
+
+async function loadSettings(name) {
+  showSettings(await (await api(`/api/clips/${encodeURIComponent(name)}/settings`)).json());
+}
+
+async function saveSettings(values) {
+  if (!state.clip) return;
+  try {
+    const response = await api(`/api/clips/${encodeURIComponent(state.clip.name)}/settings`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(values),
+    });
+    showSettings(await response.json());
+    setStatus("run settings saved for this clip");
+  } catch (error) {
+    setStatus(error.message, true);
+    await loadSettings(state.clip.name);
+  }
+}
+
+function settingsFromPage() {
+  const values = {};
+  for (const key of SETTINGS) {
+    const input = $(`set-${key}`);
+    values[key] = input.type === "checkbox" ? input.checked : input.type === "number" ? Number(input.value) : input.value;
+  }
+  return values;
+}
+
+for (const key of SETTINGS) $(`set-${key}`).addEventListener("change", () => saveSettings(settingsFromPage()));
+$("settings-proposed").addEventListener("click", () => { if (state.settings) saveSettings(state.settings.proposed); });
+
 // --- jobs ----------------------------------------------------------------------------------------
 
 let polling = null;
@@ -631,13 +693,27 @@ function showJob(job) {
   const p = job.progress;
   $("job-progress").max = p && p.total ? p.total : 1;
   $("job-progress").value = p && p.total ? p.n : (running ? 0 : 1);
-  const where = p && p.desc ? ` — ${p.desc} ${p.n}${p.total ? "/" + p.total : ""}` : "";
+  const where = p && p.desc ? ` — ${p.desc} ${p.n}${p.total ? "/" + p.total : ""}${pace(job, p)}` : "";
   $("job-state").textContent = `${job.kind} ${job.clip}: ${job.state}${running ? where : ""} (${job.seconds} s)` +
     (job.state === "failed" ? ` — ${job.message}` : "");
   $("job-state").className = job.state;
   $("job-state").dataset.state = job.state;
   $("job-log").textContent = job.log.join("\n");
   $("job-log").scrollTop = $("job-log").scrollHeight;
+}
+
+// Frames per second and the time left of the running step, from its progress since it was first seen.
+function pace(job, p) {
+  const now = Date.now() / 1000;
+  const key = `${job.id} ${p.desc}`;
+  if (!state.pace || state.pace.key !== key || p.n < state.pace.n) state.pace = { key, n: p.n, t: now };
+  const done = p.n - state.pace.n;
+  const seconds = now - state.pace.t;
+  if (done < 1 || seconds < 1) return "";
+  const rate = done / seconds;
+  const left = p.total ? (p.total - p.n) / rate : null;
+  const shown = left === null ? "" : left < 90 ? `, ${Math.round(left)} s left` : `, ${Math.round(left / 60)} min left`;
+  return `, ${rate >= 1 ? rate.toFixed(1) : rate.toFixed(2)}/s${shown}`;
 }
 
 async function pollJob() {

@@ -1,0 +1,104 @@
+"""The app's run settings: proposed from the clip and the machine, checked, remembered per clip, and passed to
+the propagation job as the flags of tgm.py workspace."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_app import TOKEN, Client, as_page, stranger
+
+import commands
+from helpers import app_workspace
+from utils.errors import UserError
+from webapp.server import AppConfig, commands_for, create_app
+from webapp.settings import Machine, RunSettings, recommend, workspace_flags
+
+pytestmark = pytest.mark.unit
+
+CPU_ONLY, WITH_GPU = Machine(None), Machine("cuda")
+
+
+def test_a_short_small_clip_on_a_cpu_gets_the_published_computation():
+    settings, notes = recommend(60, 480, 854, CPU_ONLY)
+    assert settings == RunSettings() and notes == {} and workspace_flags(settings) == []
+
+
+def test_hd_long_clips_and_gpus_get_what_pays_with_what_it_trades():
+    settings, notes = recommend(9000, 1080, 1920, WITH_GPU)
+    assert settings == RunSettings(fast=True, max_internal_size=720, max_memory=8)
+    assert set(notes) == {"fast", "max_internal_size", "max_memory"}
+    assert "1920x1080" in notes["max_internal_size"] and "9000 frames" in notes["max_memory"]
+    assert recommend(9000, 720, 1280, CPU_ONLY)[0] == RunSettings(max_memory=8)  # 720p is not above 720
+    assert recommend(100, 1080, 1920, CPU_ONLY)[0] == RunSettings(max_internal_size=720)
+
+
+def test_the_flags_are_flags_tgm_py_workspace_takes():
+    every = RunSettings("cuda:1", True, "bf16", 480, 6, True)
+    flags = workspace_flags(every)
+    assert flags == ["--device", "cuda:1", "--fast", "--precision", "bf16", "--max_internal_size=480",
+                     "--max_memory=6", "--discard_parts"]  # fmt: skip
+    parser = commands.command_parser(commands.command_module("workspace"))
+    parsed = parser.parse_args(["--workspace", "ws", "--save", "out", *flags])
+    assert (parsed.device, parsed.fast, parsed.precision) == ("cuda:1", True, "bf16")
+    assert (parsed.max_internal_size, parsed.max_memory, parsed.discard_parts) == (480, 6, True)
+
+
+@pytest.mark.parametrize(
+    ("given", "words"),
+    [
+        ({"fast": "yes"}, "fast must be true or false"),
+        ({"max_memory": -1}, "max_memory must be a whole number"),
+        ({"max_memory": 1}, "at least 2"),
+        ({"max_internal_size": 32}, "at least 64"),
+        ({"max_internal_size": True}, "max_internal_size must be a whole number"),
+        ({"precision": "int8"}, "precision must be one of fp32, bf16, fp16"),
+        ({"device": "tpu"}, "device must be auto, cpu, cuda, cuda:N or mps"),
+        ({"speed": 3}, "unknown setting 'speed'"),
+        ([1, 2], "settings must be an object"),
+    ],
+)
+def test_bad_settings_are_refused_naming_the_key(given, words):
+    with pytest.raises(UserError, match=words):
+        RunSettings.from_json(given, "settings of clip")
+    assert RunSettings.from_json({"device": "cuda:0", "max_memory": 2}, "x") == RunSettings("cuda:0", max_memory=2)
+
+
+@pytest.fixture
+def app(tmp_path, parity_weights):
+    return create_app(AppConfig(app_workspace(tmp_path), tmp_path / "results", TOKEN, load=parity_weights))
+
+
+def test_the_page_proposes_saves_and_remembers_a_clips_settings(tmp_path, app):
+    page = as_page(app)
+    shown = page.get("/api/clips/clip/settings").get_json()
+    assert shown["saved"] is False and shown["settings"] == shown["proposed"]
+    assert set(shown["trades"]) == set(RunSettings.__dataclass_fields__)
+    chosen = {**shown["settings"], "fast": True, "max_internal_size": 288}
+    saved = page.post("/api/clips/clip/settings", json=chosen)
+    assert saved.status_code == 200 and saved.get_json()["saved"] is True
+    assert "--max_internal_size=288" in saved.get_json()["flags"]
+    stored = tmp_path / "results" / ".app" / "settings" / "clip.json"
+    assert json.loads(stored.read_text())["max_internal_size"] == 288
+    # a new app on the same save folder remembers them
+    again = as_page(create_app(AppConfig(tmp_path / "ws", tmp_path / "results", TOKEN))).get("/api/clips/clip/settings")
+    assert again.get_json()["settings"]["fast"] is True
+
+
+def test_bad_or_unauthorised_settings_change_nothing(tmp_path, app):
+    page = as_page(app)
+    refused = page.post("/api/clips/clip/settings", json={"precision": "int4"})
+    assert refused.status_code == 400 and "precision must be one of" in refused.get_json()["error"]
+    assert stranger(app).post("/api/clips/clip/settings", json={"fast": True}).status_code == 403
+    cookie_only = Client(app, cookie=TOKEN).post("/api/clips/clip/settings", json={"fast": True})
+    assert cookie_only.status_code == 403  # the cookie alone changes nothing: the page's XSRF header is needed
+    assert page.post("/api/clips/nope/settings", json={}).status_code == 404
+    assert not (tmp_path / "results" / ".app" / "settings").exists()
+
+
+def test_the_propagation_job_runs_with_the_clips_settings(tmp_path):
+    config = AppConfig(tmp_path / "ws", tmp_path / "results", TOKEN)
+    (command,) = commands_for(config, "clip", "propagate", settings=RunSettings(fast=True, max_memory=4))
+    assert command[1] == "workspace" and command[-2:] == ["--fast", "--max_memory=4"]
+    (plain,) = commands_for(config, "clip", "propagate")
+    assert not any(flag.startswith(("--fast", "--max_", "--precision", "--device")) for flag in plain)

@@ -1,0 +1,159 @@
+"""A clip's run settings in the app: the speed and memory flags of ``tgm.py workspace``, chosen in the page,
+remembered per clip in the save folder, with defaults proposed from the clip and the machine.
+
+Flask-free like ``webapp/workspace.py``: the routes read and write through :class:`SettingsStore`, and
+``webapp/server.py::commands_for`` turns the saved settings into the job's flags (:func:`workspace_flags`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from utils.errors import UserError
+from utils.io import atomic_write_text
+
+SETTINGS_DIR = "settings"  # under the save folder's .app/: <clip>.json
+PRECISIONS = ("fp32", "bf16", "fp16")
+HD_SHORTER_SIDE = 720  # a clip whose shorter side exceeds this gets the recommended internal size
+RECOMMENDED_INTERNAL_SIZE = 720  # docs/video-and-hd.md: labels 98% the full size's at 1080p, 2.9x faster (CPU)
+LONG_CLIP_FRAMES = 200  # from this length on a memory limit keeps the memory flat
+RECOMMENDED_MAX_MEMORY = 8
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The flags of a propagation job (``tgm.py workspace``): the published computation when all are off."""
+
+    device: str = "auto"
+    fast: bool = False
+    precision: str = "fp32"
+    max_internal_size: int = 0  # 0: full size
+    max_memory: int = 0  # 0: no limit
+    discard_parts: bool = False
+
+    @classmethod
+    def from_json(cls, data: object, where: str) -> RunSettings:
+        """Checked settings from a request body or a saved file; UserError naming ``where`` and the key."""
+        names = [f.name for f in fields(cls)]
+        if not isinstance(data, dict):
+            raise UserError(f"{where}: settings must be an object with the keys {', '.join(names)}")
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise UserError(f"{where}: unknown setting {unknown[0]!r}; the settings are {', '.join(names)}")
+        values = asdict(cls())
+        values.update(data)
+        for name in ("fast", "discard_parts"):
+            if not isinstance(values[name], bool):
+                raise UserError(f"{where}: {name} must be true or false")
+        for name in ("max_internal_size", "max_memory"):
+            if isinstance(values[name], bool) or not isinstance(values[name], int) or values[name] < 0:
+                raise UserError(f"{where}: {name} must be a whole number >= 0 (0: off)")
+        if 0 < values["max_internal_size"] < 64:
+            raise UserError(f"{where}: max_internal_size must be 0 (full size) or at least 64 pixels")
+        if values["max_memory"] == 1:
+            raise UserError(f"{where}: max_memory must be 0 (no limit) or at least 2 (the previous frame and one more)")
+        if values["precision"] not in PRECISIONS:
+            raise UserError(f"{where}: precision must be one of {', '.join(PRECISIONS)}")
+        device = values["device"]
+        if not isinstance(device, str) or not (
+            device in ("auto", "cpu", "cuda", "mps") or (device.startswith("cuda:") and device[5:].isdigit())
+        ):
+            raise UserError(f"{where}: device must be auto, cpu, cuda, cuda:N or mps")
+        return cls(**values)
+
+
+def workspace_flags(settings: RunSettings) -> list[str]:
+    """The ``tgm.py workspace`` flags of these settings (none for the defaults)."""
+    flags = [] if settings.device == "auto" else ["--device", settings.device]
+    if settings.fast:
+        flags.append("--fast")
+    if settings.precision != "fp32":
+        flags += ["--precision", settings.precision]
+    if settings.max_internal_size:
+        flags.append(f"--max_internal_size={settings.max_internal_size}")
+    if settings.max_memory:
+        flags.append(f"--max_memory={settings.max_memory}")
+    if settings.discard_parts:
+        flags.append("--discard_parts")
+    return flags
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What the recommendation needs to know of this machine."""
+
+    gpu: str | None  # "cuda" or "mps" when one is there
+
+    @classmethod
+    def here(cls) -> Machine:
+        import torch  # the app has it loaded already (its views use the model's constants); asked once per call
+
+        if torch.cuda.is_available():
+            return cls("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return cls("mps")
+        return cls(None)
+
+
+def recommend(frames: int, height: int, width: int, machine: Machine) -> tuple[RunSettings, dict[str, str]]:
+    """Settings proposed for a clip of ``frames`` frames of ``height`` x ``width`` on ``machine``, and for
+    each setting that differs from the published computation, what it trades."""
+    notes: dict[str, str] = {}
+    values: dict[str, object] = {}
+    if min(height, width) > HD_SHORTER_SIDE:
+        values["max_internal_size"] = RECOMMENDED_INTERNAL_SIZE
+        notes["max_internal_size"] = (
+            f"frames are {width}x{height}: propagated with the shorter side at {RECOMMENDED_INTERNAL_SIZE} px, "
+            "trimaps scaled back; about 3x faster at 1080p, the unknown band a little less tight "
+            "(docs/video-and-hd.md); full size for a final pass where the band must hug hair"
+        )
+    if machine.gpu is not None:
+        values["fast"] = True
+        notes["fast"] = (
+            "batch norms folded, channels-last tensors, the decoder's skips once per frame: faster on a GPU, "
+            "within rounding of the published computation (docs/fidelity.md)"
+        )
+    if frames >= LONG_CLIP_FRAMES:
+        values["max_memory"] = RECOMMENDED_MAX_MEMORY
+        notes["max_memory"] = (
+            f"{frames} frames: the memory keeps the keyframes, the previous frame and at most "
+            f"{RECOMMENDED_MAX_MEMORY - 1} more, so it stays flat however long a segment is; the published "
+            "code keeps every 5th frame (slower and larger as a segment grows)"
+        )
+    return RunSettings(**values), notes
+
+
+TRADES = {
+    "device": "where the network runs: auto picks a GPU when there is one",
+    "fast": "faster (batch norms folded, channels-last); within rounding of the published computation",
+    "precision": "bf16/fp16 are 2-3x faster on GPUs and AMX CPUs but move labels: check them on your weights",
+    "max_internal_size": "propagate at this shorter side (0: full size): much faster on HD, a slightly looser band",
+    "max_memory": "memory entries kept (0: every 5th frame, growing): bounded memory and time on long clips",
+    "discard_parts": "fuse each frame as soon as it is done and delete its part PNGs: bounded disk, no reuse on reruns",
+}
+
+
+class SettingsStore:
+    """Saved settings, one JSON file per clip in ``<save>/.app/settings/``."""
+
+    def __init__(self, app_dir: Path) -> None:
+        self.folder = app_dir / SETTINGS_DIR
+
+    def path(self, clip: str) -> Path:
+        return self.folder / f"{clip}.json"
+
+    def load(self, clip: str) -> RunSettings | None:
+        path = self.path(clip)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except ValueError as exc:
+            raise UserError(f"{path} is not valid JSON ({exc}); delete it to start from the proposed settings") from exc
+        return RunSettings.from_json(data, str(path))
+
+    def save(self, clip: str, settings: RunSettings) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.path(clip), json.dumps(asdict(settings), indent=1) + "\n")
