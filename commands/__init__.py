@@ -42,7 +42,7 @@ COMMANDS = {
 }
 SUMMARIES = {
     "extract": "video file -> clip folder of <index>_rgb.png",
-    "trimap": "keyframe trimaps from masks or alpha mattes; check hand-drawn ones",
+    "trimap": "keyframe trimaps from a box, masks, mattes or people; check hand-drawn ones",
     "finetune": "finetune on a clip's keyframes (= online_finetune_test.py)",
     "propagate": "propagate keyframe trimaps to every frame (= test_mf_2.py)",
     "ensemble": "fuse the parts into one trimap per frame (= ensemble.py)",

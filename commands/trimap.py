@@ -5,7 +5,7 @@ usage:
                           [--threshold T]
   tgm.py trimap from-alpha INPUT --out OUTPUT [--band_diameter D]
   tgm.py trimap from-box FRAME --box x0,y0,x1,y1 [--fg_strokes PNG] [--bg_strokes PNG] --out TRIMAP [--band_per_side W]
-  tgm.py trimap from-person FRAMES... --out OUTPUT [--band_per_side W]      (optional extra, see README)
+  tgm.py trimap from-person FRAMES... --out OUTPUT [--band_per_side W]      (optional extra, see docs/keyframes.md)
   tgm.py trimap check INPUT [--out OUTPUT | --in_place]
 
 INPUT and OUTPUT are both files or both folders; in a folder from-mask and from-alpha convert

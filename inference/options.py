@@ -145,8 +145,8 @@ def add_propagation_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--max_internal_size", type=int, default=None, help="propagate with the frames' shorter side scaled to this "
-        "many pixels, the trimaps scaled back (for HD: 480 or 720, see README; default SYSTEM.MAX_INTERNAL_SIZE, "
-        "0 = the frames' own size, the published computation)",
+        "many pixels, the trimaps scaled back (for HD: 480 or 720, see docs/video-and-hd.md; "
+        "default SYSTEM.MAX_INTERNAL_SIZE, 0 = the frames' own size, the published computation)",
     )  # fmt: skip
     parser.add_argument(
         "--discard_parts", action="store_true", help="fuse each frame as soon as its parts are done and delete "
@@ -159,7 +159,7 @@ def add_propagation_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--compile", action="store_true", help="torch.compile the encoders and the decoder (compiles once per run, "
-        "about 15 s per clip size on a 2-core CPU; pays on long clips, see README)",
+        "about 15 s per clip size on a 2-core CPU; pays on long clips, see docs/performance.md)",
     )  # fmt: skip
     path.add_argument(
         "--naive", action="store_true", help="the published computation as it was (affinity always "

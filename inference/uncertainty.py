@@ -19,7 +19,7 @@ after the last), M is that pass and the score is its own doubt: the same measure
 Why not the plain disagreement of the two passes: near a keyframe the pass from the far keyframe
 disagrees most, yet the ensemble follows the near one and is right there. On generated clips the
 plain disagreement ranked frames against their true error (Spearman -0.54 over two-pass frames);
-the doubt of the weighted mean ranked them with it (see README, The correction loop).
+the doubt of the weighted mean ranked them with it (docs/correction-loop-and-app.md).
 """
 
 from __future__ import annotations

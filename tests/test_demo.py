@@ -1,5 +1,5 @@
 """The demo: its wiring on a quick variant (every run of the suite), and its table's claims on the full demo as
-the README's Quick start runs it (about 3 minutes; marked slow: `pytest -m slow`, which .ci/run runs too)."""
+the README's Quick start runs it (3 to 4 minutes; marked slow: `pytest -m slow`, which .ci/run runs too)."""
 
 from __future__ import annotations
 

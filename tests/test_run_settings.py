@@ -12,7 +12,7 @@ import commands
 from helpers import app_workspace
 from utils.errors import UserError
 from webapp.server import AppConfig, commands_for, create_app
-from webapp.settings import Machine, RunSettings, recommend, workspace_flags
+from webapp.settings import MAX_FILE_BYTES, Machine, RunSettings, SettingsStore, recommend, workspace_flags
 
 pytestmark = pytest.mark.unit
 
@@ -54,6 +54,10 @@ def test_the_flags_are_flags_tgm_py_workspace_takes():
         ({"max_internal_size": True}, "max_internal_size must be a whole number"),
         ({"precision": "int8"}, "precision must be one of fp32, bf16, fp16"),
         ({"device": "tpu"}, "device must be auto, cpu, cuda, cuda:N or mps"),
+        ({"device": "cuda:\u00b2"}, "device must be"),  # a digit to str.isdigit, not to torch
+        ({"device": "cuda:0 --load /etc/passwd"}, "device must be"),
+        ({"max_internal_size": 10**300}, "from 0 \\(off\\) to 16384"),
+        ({"max_memory": 10001}, "from 0 \\(off\\) to 10000"),
         ({"speed": 3}, "unknown setting 'speed'"),
         ([1, 2], "settings must be an object"),
     ],
@@ -102,3 +106,33 @@ def test_the_propagation_job_runs_with_the_clips_settings(tmp_path):
     assert command[1] == "workspace" and command[-2:] == ["--fast", "--max_memory=4"]
     (plain,) = commands_for(config, "clip", "propagate")
     assert not any(flag.startswith(("--fast", "--max_", "--precision", "--device")) for flag in plain)
+
+
+def test_a_settings_file_that_is_no_plain_file_is_refused_with_what_to_do(tmp_path):
+    store = SettingsStore(tmp_path / ".app")
+    store.folder.mkdir(parents=True)
+    store.path("dir").mkdir()  # a folder where the file should be
+    with pytest.raises(UserError, match="not a regular file; delete it"):
+        store.load("dir")
+    (tmp_path / "elsewhere.json").write_text('{"fast": true}')
+    store.path("linked").symlink_to(tmp_path / "elsewhere.json")
+    with pytest.raises(UserError, match="cannot be read as a settings file"):
+        store.load("linked")
+    store.path("big").write_text(" " * (MAX_FILE_BYTES + 1))
+    with pytest.raises(UserError, match="larger than a settings file"):
+        store.load("big")
+    store.path("bad").write_text("{not json")
+    with pytest.raises(UserError, match="not valid JSON"):
+        store.load("bad")
+    long_name = "c" * 250  # a folder name the file system allows; "<name>.json" it does not
+    store.save(long_name, RunSettings(fast=True))
+    assert store.load(long_name) == RunSettings(fast=True) and len(store.path(long_name).name) < 100
+
+
+def test_settings_are_not_saved_through_a_linked_settings_folder(tmp_path):
+    (tmp_path / ".app").mkdir()
+    (tmp_path / "outside").mkdir()
+    (tmp_path / ".app" / "settings").symlink_to(tmp_path / "outside")
+    with pytest.raises(UserError, match="is a link"):
+        SettingsStore(tmp_path / ".app").save("clip", RunSettings())
+    assert list((tmp_path / "outside").iterdir()) == []

@@ -7,7 +7,11 @@ Flask-free like ``webapp/workspace.py``: the routes read and write through :clas
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import re
+import stat
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -20,6 +24,9 @@ HD_SHORTER_SIDE = 720  # a clip whose shorter side exceeds this gets the recomme
 RECOMMENDED_INTERNAL_SIZE = 720  # docs/video-and-hd.md: labels 98% the full size's at 1080p, 2.9x faster (CPU)
 LONG_CLIP_FRAMES = 200  # from this length on a memory limit keeps the memory flat
 RECOMMENDED_MAX_MEMORY = 8
+LIMITS = {"max_internal_size": 16384, "max_memory": 10000}  # far beyond any frame or clip; keeps nonsense out
+MAX_FILE_BYTES = 64 << 10
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:[0-9]{1,3})?")
 
 
 @dataclass(frozen=True)
@@ -47,9 +54,9 @@ class RunSettings:
         for name in ("fast", "discard_parts"):
             if not isinstance(values[name], bool):
                 raise UserError(f"{where}: {name} must be true or false")
-        for name in ("max_internal_size", "max_memory"):
-            if isinstance(values[name], bool) or not isinstance(values[name], int) or values[name] < 0:
-                raise UserError(f"{where}: {name} must be a whole number >= 0 (0: off)")
+        for name, most in LIMITS.items():
+            if isinstance(values[name], bool) or not isinstance(values[name], int) or not 0 <= values[name] <= most:
+                raise UserError(f"{where}: {name} must be a whole number from 0 (off) to {most}")
         if 0 < values["max_internal_size"] < 64:
             raise UserError(f"{where}: max_internal_size must be 0 (full size) or at least 64 pixels")
         if values["max_memory"] == 1:
@@ -57,9 +64,7 @@ class RunSettings:
         if values["precision"] not in PRECISIONS:
             raise UserError(f"{where}: precision must be one of {', '.join(PRECISIONS)}")
         device = values["device"]
-        if not isinstance(device, str) or not (
-            device in ("auto", "cpu", "cuda", "mps") or (device.startswith("cuda:") and device[5:].isdigit())
-        ):
+        if not isinstance(device, str) or not DEVICE.fullmatch(device):
             raise UserError(f"{where}: device must be auto, cpu, cuda, cuda:N or mps")
         return cls(**values)
 
@@ -142,18 +147,37 @@ class SettingsStore:
         self.folder = app_dir / SETTINGS_DIR
 
     def path(self, clip: str) -> Path:
+        """``<clip>.json``; a name too long for that (file names end at 255 bytes) by its digest."""
+        if len(clip.encode()) > 200:
+            return self.folder / f"{hashlib.sha256(clip.encode()).hexdigest()}.json"
         return self.folder / f"{clip}.json"
 
     def load(self, clip: str) -> RunSettings | None:
+        """The saved settings (None: none saved). Only a regular file is read, not through a link, at most
+        ``MAX_FILE_BYTES``; anything else is a UserError that says to delete it."""
         path = self.path(clip)
+        remedy = "delete it to start from the proposed settings"
         try:
-            data = json.loads(path.read_text())
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise UserError(f"{path} cannot be read as a settings file ({exc.strerror}); {remedy}") from exc
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UserError(f"{path} is not a regular file; {remedy}")
+        with os.fdopen(fd, "rb") as file:
+            raw = file.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
+            raise UserError(f"{path} is larger than a settings file can be; {remedy}")
+        try:
+            data = json.loads(raw)
         except ValueError as exc:
-            raise UserError(f"{path} is not valid JSON ({exc}); delete it to start from the proposed settings") from exc
+            raise UserError(f"{path} is not valid JSON ({exc}); {remedy}") from exc
         return RunSettings.from_json(data, str(path))
 
     def save(self, clip: str, settings: RunSettings) -> None:
+        if self.folder.is_symlink():
+            raise UserError(f"{self.folder} is a link; the app keeps its settings in a folder of its own: remove it")
         self.folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.path(clip), json.dumps(asdict(settings), indent=1) + "\n")

@@ -650,11 +650,20 @@ function showSettings(data) {
 }
 
 async function loadSettings(name) {
-  showSettings(await (await api(`/api/clips/${encodeURIComponent(name)}/settings`)).json());
+  state.settings = null; // never save one clip's settings to another
+  for (const key of SETTINGS) $(`set-${key}`).disabled = true;
+  try {
+    showSettings(await (await api(`/api/clips/${encodeURIComponent(name)}/settings`)).json());
+    for (const key of SETTINGS) $(`set-${key}`).disabled = false;
+  } catch (error) {
+    $("settings-state").textContent = "(unreadable)";
+    $("settings-flags").textContent = error.message;
+    setStatus(`run settings: ${error.message}`, true);
+  }
 }
 
 async function saveSettings(values) {
-  if (!state.clip) return;
+  if (!state.clip || !state.settings) return;
   try {
     const response = await api(`/api/clips/${encodeURIComponent(state.clip.name)}/settings`, {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(values),
