@@ -5,10 +5,11 @@ usage: tgm.py workspace --workspace WS --save RESULTS [--cfg base.yaml] [--load 
        torchrun --nproc_per_node N tgm.py workspace ...   (clips shared out among the ranks)
 
 Every sub-folder of WS holding <stem>_rgb.png frames is a clip (keyframes: its <stem>_trimap.png
-files). Per clip, written under RESULTS: configs/<clip>.yaml, train_log/<clip>/ (finetuning),
-<clip>_mem<N>/ (parts, conf.json, ensemble/, envis/, uncertainty.*). --load CKPT propagates with
-one checkpoint instead of finetuning. --gt GT_ROOT (GT_ROOT/<clip>/<stem>_trimap.png or
-_alpha.png) adds the scores of every clip to the summary.
+files), and so is every video in WS with a <video stem>_trimaps/ folder beside it. Per clip,
+written under RESULTS: configs/<clip>.yaml, train_log/<clip>/ (finetuning), <clip>_mem<N>/
+(parts, conf.json, ensemble/, envis/, uncertainty.*). --load CKPT propagates with one checkpoint
+instead of finetuning. --gt GT_ROOT (GT_ROOT/<clip>/<stem>_trimap.png or _alpha.png) adds the
+scores of every clip to the summary.
 
 Reruns redo only what changed, so an interrupted run continues and the correction loop is one
 command: run it, add a trimap for a suggested frame, run it again. A finetuning whose keyframes,
@@ -46,11 +47,11 @@ log = logging.getLogger("workspace")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workspace", required=True, help="folder of clip folders")
+    parser.add_argument("--workspace", required=True, help="folder of clip folders and/or videos with <stem>_trimaps/")
     parser.add_argument("--save", required=True, help="where configs, finetuning runs and results go")
     parser.add_argument("--cfg", default=None, help="base yaml for every clip (DATASET.PATH is set per clip)")
     parser.add_argument("--load", default=None, help="propagate with this checkpoint; no finetuning")
-    parser.add_argument("--clips", nargs="+", default=None, help="only these clips (folder names)")
+    parser.add_argument("--clips", nargs="+", default=None, help="only these clips (folder names, or video stems)")
     parser.add_argument(
         "--refine_steps", type=int, default=0, help="when a clip's keyframes changed since its finetuning, "
         "continue from that checkpoint for N steps instead of finetuning afresh",
