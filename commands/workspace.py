@@ -27,6 +27,7 @@ from pathlib import Path
 
 from config import load_config
 from inference.options import PropagationOptions, add_propagation_arguments
+from pipeline.estimate import describe, estimate_clip
 from pipeline.workspace import (
     ClipOutcome,
     WorkspaceJob,
@@ -69,12 +70,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="alpha ground truth: unknown band widened by a kernel this many px across",
     )
     add_renamed(parser, "--gt_width", "--gt_band_diameter", "gt_band_diameter", type=int)
+    parser.add_argument(
+        "--estimate", default=None, metavar="JSON", help="do not run: time a few finetuning and propagation steps "
+        "here with these settings, print what the run would take (time, disk) and write it to this JSON file",
+    )  # fmt: skip
     add_device_arguments(parser)
     add_config_arguments(parser)
 
 
 def guarded_paths(args: argparse.Namespace) -> list:
-    return [(Path(args.save), "--save", Path(args.workspace), "--workspace")]
+    return [
+        (Path(args.save), "--save", Path(args.workspace), "--workspace"),
+        (Path(args.estimate) if args.estimate else None, "--estimate", Path(args.workspace), "--workspace"),
+    ]
 
 
 def run(args: argparse.Namespace) -> None:
@@ -94,6 +102,9 @@ def run(args: argparse.Namespace) -> None:
         save, options, args.cfg, tuple(args.opts), Path(args.load) if args.load else None,
         Path(args.gt) if args.gt else None, args.gt_band_diameter, args.refine_steps, args.keep_finetuned,
     )  # fmt: skip
+    if args.estimate:
+        estimate_clips(clips, job, args)
+        return
     with world_on_device(args.device, args.gpu, base.SYSTEM) as (world, device):
         loads = [clip_length(c) for c in clips]
         outcomes = []
@@ -115,3 +126,18 @@ def run(args: argparse.Namespace) -> None:
     failed = [o.clip for o in everything if o.status == "failed"]
     if failed:
         raise UserError(f"{len(failed)} clip(s) failed: {', '.join(failed)}; see the messages above, fix, and rerun")
+
+
+def estimate_clips(clips: list[Path], job: WorkspaceJob, args: argparse.Namespace) -> None:
+    """--estimate: the cost of each clip's run, measured here, printed and written as JSON (one process)."""
+    base = load_config(args.cfg, args.opts)
+    estimates = {}
+    with world_on_device(args.device, args.gpu, base.SYSTEM) as (world, device):
+        if world.distributed:
+            raise UserError("--estimate times this machine's steps in one process: run it without torchrun")
+        for clip in clips:
+            estimate = estimate_clip(clip, job, device)
+            print(describe(estimate))
+            estimates[estimate.clip] = estimate.as_json()
+    Path(args.estimate).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(Path(args.estimate), estimates)

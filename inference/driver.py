@@ -28,7 +28,7 @@ from model.folding import fold_batch_norms
 from model.stm import STM
 from utils.distributed import SINGLE, World, agree_on_success, gather, share_by_load
 from utils.errors import UserError
-from utils.images import read_image
+from utils.images import encode_png, read_image
 from utils.io import BackgroundWriter, atomic_write_png
 from utils.logs import progress
 from utils.precision import autocast_for
@@ -306,6 +306,55 @@ def _run_parts(
         log.info("query features shared: %d of %d segment steps, at most %.0f MiB held", cache.hits,
                  cache.hits + cache.misses, cache.peak_bytes / 2**20)  # fmt: skip
     return cache.hits, cache.peak_bytes
+
+
+@dataclass(frozen=True)
+class VisitTiming:
+    """What one segmented frame costs here (see :func:`time_visits`)."""
+
+    seconds: float  # the propagator's step: query, memory read, decoder, the previous frame memorised
+    write_seconds: float  # its probabilities to a part PNG, on a writer thread in a real run
+    png_bytes: int  # one part PNG
+    read_seconds: float  # one part PNG decoded again (fusing reads every part's PNG of a frame)
+
+
+def time_visits(
+    model: STM, clip: Clip, options: PropagationOptions, device: torch.device, visits: int = 3
+) -> VisitTiming:
+    """Time the propagator on a short part off the clip's first keyframe, as a run would step it
+    (one untimed warm-up step, then the median of ``visits`` steps), and one part PNG written and
+    read back. Nothing is written to disk. The memory holds fewer entries than late in a long part,
+    and no query work is shared, so the figure is that of a part's early frames."""
+    height, width = check_sizes(clip)
+    working = options.working_size(height, width)
+    first = clip.keyframe_indices[0]
+    ahead = list(range(first, min(len(clip), first + visits + 2)))
+    behind = list(range(first, max(-1, first - visits - 2), -1))
+    frames = ahead if len(ahead) >= len(behind) else behind
+    if len(frames) < 2:
+        raise UserError(f"{clip.path}: no frame to propagate to, so nothing to time")
+    propagator = make_propagator(model, clip, options, options.keep_every(len(clip)), device)
+    seconds, probs = [], None
+    try:
+        steps = propagator.run_part(Part(tuple(frames), (first,)))
+        next(steps)  # the keyframe itself: nothing computed
+        while True:
+            start = time.perf_counter()
+            step = next(steps, None)
+            if step is None:
+                break
+            probs = step.probs.float().cpu()  # waits for the device
+            seconds.append(time.perf_counter() - start)
+    finally:
+        propagator.frames.close()
+    start = time.perf_counter()
+    data = encode_png(probs_to_png(probs_to_image(probs, *working, frame_size=(height, width))))
+    write_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    read_seconds = time.perf_counter() - start
+    timed = sorted(seconds[1:] or seconds)
+    return VisitTiming(timed[len(timed) // 2], write_seconds, len(data), read_seconds)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

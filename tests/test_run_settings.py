@@ -20,7 +20,7 @@ CPU_ONLY, WITH_GPU = Machine(None), Machine("cuda")
 
 
 def test_a_short_small_clip_on_a_cpu_gets_the_published_computation():
-    settings, notes = recommend(60, 480, 854, CPU_ONLY)
+    settings, notes = recommend(60, 480, 854, CPU_ONLY)  # 480 px is not above 480
     assert settings == RunSettings() and notes == {} and workspace_flags(settings) == []
 
 
@@ -29,8 +29,11 @@ def test_hd_long_clips_and_gpus_get_what_pays_with_what_it_trades():
     assert settings == RunSettings(fast=True, max_internal_size=720, max_memory=8)
     assert set(notes) == {"fast", "max_internal_size", "max_memory"}
     assert "1920x1080" in notes["max_internal_size"] and "9000 frames" in notes["max_memory"]
-    assert recommend(9000, 720, 1280, CPU_ONLY)[0] == RunSettings(max_memory=8)  # 720p is not above 720
-    assert recommend(100, 1080, 1920, CPU_ONLY)[0] == RunSettings(max_internal_size=720)
+    assert recommend(9000, 720, 1280, WITH_GPU)[0] == RunSettings(fast=True, max_memory=8)  # 720p is not above 720
+    # without a GPU, anything above 480 px is propagated at 480 (HD at full size takes seconds a frame there)
+    assert recommend(100, 1080, 1920, CPU_ONLY)[0] == RunSettings(max_internal_size=480)
+    assert recommend(300, 720, 1280, CPU_ONLY)[0] == RunSettings(max_internal_size=480, max_memory=8)
+    assert "no GPU" in recommend(100, 720, 1280, CPU_ONLY)[1]["max_internal_size"]
 
 
 def test_the_flags_are_flags_tgm_py_workspace_takes():

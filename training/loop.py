@@ -6,6 +6,7 @@ import contextlib
 import logging
 import math
 import random
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,6 +119,48 @@ def _finetune(
     per_step = (time.perf_counter() - start) / max(trained, 1)
     log.info("%d steps, %.2f s/step, final loss %.4f", trained, per_step, run.loss)
     return FinetuneResult(run_dir.path, run.checkpoint, run.step, run.loss, per_step)
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    seconds_per_step: float
+    save_seconds: float  # one checkpoint and optimizer state written (durably), as the loop saves them
+    saves: int  # how many the loop writes (every FINETUNE.SAVE_FREQ steps and at the end)
+
+
+def time_training_steps(cfg: CfgNode, clip: Clip, device: torch.device, steps: int = 2) -> StepTiming:
+    """Seconds per finetuning step with ``cfg`` on ``device``: the loop's own model, optimizer, step and
+    samples, one untimed warm-up step, then the median of ``steps`` timed ones (drawing the samples not
+    included: a run's loader workers draw them ahead); and one save of the state, into a temporary folder
+    that is removed."""
+    _check_train_config(cfg)
+    train = cfg.TRAIN
+    model = _starting_model(train, device)
+    optimizer = make_optimizer(
+        train.OPTIMIZER, select_parameters(model, train.FREEZE_BACKBONE), train.BASE_LR, train.WEIGHT_DECAY
+    )
+    step_module = _step_module(model, train, device, SINGLE)
+    batch = int(train.BATCH_SIZE_PER_GPU)
+    samples = KeyframeClips(clip, tuple(train.TRAIN_INPUT_SIZE), min_unknown=cfg.FINETUNE.MIN_UNKNOWN_PIXELS,
+                            length=(steps + 1) * batch, seed=1)  # fmt: skip
+    seconds = []
+    for sample in DataLoader(samples, batch_size=batch, shuffle=False, num_workers=0):
+        frames, labels = sample["frames"].to(device), sample["labels"].to(device)
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        loss, _ = step_module(frames, labels)
+        loss.backward()
+        optimizer.step()
+        loss.item()  # waits for the device
+        seconds.append(time.perf_counter() - start)
+    timed = sorted(seconds[1:] or seconds)
+    with tempfile.TemporaryDirectory(prefix="tgm-save-timing-") as folder:
+        start = time.perf_counter()
+        save_state(model, optimizer, RunFolder(folder), 0)
+        save_seconds = time.perf_counter() - start
+    total, every = int(train.TOTAL_STEPS), int(cfg.FINETUNE.SAVE_FREQ)
+    saves = len({*range(every, total + 1, every), total}) if every > 0 else 1
+    return StepTiming(timed[len(timed) // 2], save_seconds, saves)
 
 
 def _starting_model(train: CfgNode, device: torch.device) -> STM:

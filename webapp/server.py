@@ -36,7 +36,16 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from inference.layout import ResultFolder
 from utils.errors import UserError
 from webapp.jobs import APP_DIR, JobRunner
-from webapp.settings import TRADES, Machine, RunSettings, SettingsStore, recommend, workspace_flags
+from webapp.settings import (
+    TRADES,
+    Machine,
+    RunSettings,
+    SettingsStore,
+    estimate_path,
+    read_estimate,
+    recommend,
+    workspace_flags,
+)
 from webapp.workspace import ViewError, WorkspaceView
 
 log = logging.getLogger(__name__)
@@ -304,6 +313,17 @@ def create_app(config: AppConfig) -> Flask:
                 "notes": notes, "trades": TRADES, "flags": workspace_flags(saved or proposed),
                 "gpu": machine().gpu}  # fmt: skip
 
+    def current_settings(name: str) -> RunSettings:
+        height, width = view.frame_size(name)
+        return settings_store.load(name) or recommend(len(view.stems(name)), height, width, machine())[0]
+
+    @app.get("/api/clips/<name>/estimate")
+    def get_estimate(name: str):
+        view.clip_dir(name)
+        settings = current_settings(name)
+        estimate = read_estimate(estimate_path(config.save / APP_DIR, name, settings), name)
+        return jsonify(estimate=estimate, flags=workspace_flags(settings))
+
     @app.get("/api/clips/<name>/settings")
     def get_settings(name: str):
         return jsonify(clip_settings(name))
@@ -329,17 +349,13 @@ def create_app(config: AppConfig) -> Flask:
         body = request.get_json(silent=True)
         body = body if isinstance(body, dict) else {}
         name, kind = body.get("clip"), body.get("kind")
-        if not isinstance(name, str) or kind not in ("propagate", "matte"):
-            abort(400, 'send {"clip": NAME, "kind": "propagate" or "matte"}')
+        if not isinstance(name, str) or kind not in ("propagate", "estimate", "matte"):
+            abort(400, 'send {"clip": NAME, "kind": "propagate", "estimate" or "matte"}')
         view.clip_dir(name)
         result = view.result(name)
         if kind == "matte" and (result is None or not result.is_fused(view.stems(name))):
             abort(409, f"{name} has no propagated trimaps yet: run propagation first")
-        if kind == "propagate":
-            height, width = view.frame_size(name)
-            settings = settings_store.load(name) or recommend(len(view.stems(name)), height, width, machine())[0]
-        else:
-            settings = None
+        settings = current_settings(name) if kind in ("propagate", "estimate") else None
         try:
             job = runner.start(name, kind, commands_for(config, name, kind, result, settings))
         except RuntimeError as exc:
@@ -368,17 +384,20 @@ def commands_for(
     config: AppConfig, clip: str, kind: str, result: ResultFolder | None = None, settings: RunSettings | None = None
 ) -> list[list[str]]:
     """The commands a job runs: ``tgm.py workspace`` for the clip (finetune unless --load,
-    propagate, fuse; reruns redo only what changed) with the clip's run ``settings``, or ``tgm.py
-    matte`` on its fused trimaps."""
+    propagate, fuse; reruns redo only what changed) with the clip's run ``settings`` (``estimate``:
+    the same with --estimate, which only measures), or ``tgm.py matte`` on its fused trimaps."""
     entry = str(Path(__file__).resolve().parents[1] / "tgm.py")
-    if kind == "propagate":
+    if kind in ("propagate", "estimate"):
         command = [entry, "workspace", "--workspace", str(config.workspace), "--save", str(config.save),
                    f"--clips={clip}"]  # fmt: skip
         if config.load:
             command += ["--load", str(config.load)]
         elif config.cfg:
             command += ["--cfg", str(config.cfg)]
-        return [command + workspace_flags(settings or RunSettings())]
+        settings = settings or RunSettings()
+        if kind == "estimate":
+            command.append(f"--estimate={estimate_path(config.save / APP_DIR, clip, settings)}")
+        return [command + workspace_flags(settings)]
     if result is None:
         raise ValueError(f"matting {clip} needs its result folder")
     return [[entry, "matte", "--result", str(result.path), "--dataroot", str(config.workspace),

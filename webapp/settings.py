@@ -19,9 +19,11 @@ from utils.errors import UserError
 from utils.io import atomic_write_text
 
 SETTINGS_DIR = "settings"  # under the save folder's .app/: <clip>.json
+ESTIMATES_DIR = "estimates"  # under .app/: what tgm.py workspace --estimate measured, per clip and settings
 PRECISIONS = ("fp32", "bf16", "fp16")
 HD_SHORTER_SIDE = 720  # a clip whose shorter side exceeds this gets the recommended internal size
 RECOMMENDED_INTERNAL_SIZE = 720  # docs/video-and-hd.md: labels 98% the full size's at 1080p, 2.9x faster (CPU)
+CPU_SHORTER_SIDE = 480  # without a GPU, frames whose shorter side exceeds this are propagated at it
 LONG_CLIP_FRAMES = 200  # from this length on a memory limit keeps the memory flat
 RECOMMENDED_MAX_MEMORY = 8
 LIMITS = {"max_internal_size": 16384, "max_memory": 10000}  # far beyond any frame or clip; keeps nonsense out
@@ -107,7 +109,15 @@ def recommend(frames: int, height: int, width: int, machine: Machine) -> tuple[R
     each setting that differs from the published computation, what it trades."""
     notes: dict[str, str] = {}
     values: dict[str, object] = {}
-    if min(height, width) > HD_SHORTER_SIDE:
+    if machine.gpu is None and min(height, width) > CPU_SHORTER_SIDE:
+        values["max_internal_size"] = CPU_SHORTER_SIDE
+        notes["max_internal_size"] = (
+            f"frames are {width}x{height} and there is no GPU: propagated with the shorter side at "
+            f"{CPU_SHORTER_SIDE} px, trimaps scaled back; 2.7x faster at 720p and 6.9x at 1080p on a CPU, labels "
+            "98% and 96% the full size's (docs/video-and-hd.md); full size for a final pass where the band must "
+            "hug hair"
+        )
+    elif min(height, width) > HD_SHORTER_SIDE:
         values["max_internal_size"] = RECOMMENDED_INTERNAL_SIZE
         notes["max_internal_size"] = (
             f"frames are {width}x{height}: propagated with the shorter side at {RECOMMENDED_INTERNAL_SIZE} px, "
@@ -138,6 +148,24 @@ TRADES = {
     "max_memory": "memory entries kept (0: every 5th frame, growing): bounded memory and time on long clips",
     "discard_parts": "fuse each frame as soon as it is done and delete its part PNGs: bounded disk, no reuse on reruns",
 }
+
+
+def estimate_path(app_dir: Path, clip: str, settings: RunSettings) -> Path:
+    """Where the estimate of ``clip``'s run with ``settings`` goes (``tgm.py workspace --estimate``): one file
+    per clip and settings, so that an estimate is never shown for other settings than it measured."""
+    key = json.dumps([clip, asdict(settings)], sort_keys=True).encode()
+    return app_dir / ESTIMATES_DIR / f"{hashlib.sha256(key).hexdigest()[:24]}.json"
+
+
+def read_estimate(path: Path, clip: str) -> dict | None:
+    """The estimate a job wrote for ``clip`` (None: none yet, or unreadable: estimate again)."""
+    try:
+        if path.is_symlink() or path.stat().st_size > MAX_FILE_BYTES:
+            return None
+        estimate = json.loads(path.read_text()).get(clip)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return estimate if isinstance(estimate, dict) else None
 
 
 class SettingsStore:

@@ -649,12 +649,29 @@ function showSettings(data) {
   $("settings-flags").textContent = data.flags.length ? data.flags.join(" ") : "the published computation (no flags)";
 }
 
+function duration(seconds) {
+  if (seconds < 90) return `${Math.round(seconds)} s`;
+  if (seconds < 5400) return `${Math.round(seconds / 60)} min`;
+  return `${(seconds / 3600).toFixed(1)} h`;
+}
+
+async function loadEstimate(name) {
+  const { estimate } = await (await api(`/api/clips/${encodeURIComponent(name)}/estimate`)).json();
+  const box = $("estimate");
+  if (!estimate) { box.textContent = "not estimated for these settings: Estimate times a few steps here"; return; }
+  const parts = [];
+  if (estimate.finetune_steps) parts.push(`finetuning ${estimate.finetune_steps} steps × ${estimate.seconds_per_step.toFixed(2)} s and saving = ${duration(estimate.finetune_seconds)}`);
+  parts.push(`propagating ${estimate.visits} frame visits × ${estimate.seconds_per_visit.toFixed(2)} s = ${duration(estimate.propagate_seconds)}`);
+  box.textContent = `A run takes about ${duration(estimate.seconds)} (${parts.join(", ")}) and ${(estimate.disk_bytes / 2 ** 20).toFixed(0)} MiB on disk.`;
+}
+
 async function loadSettings(name) {
   state.settings = null; // never save one clip's settings to another
   for (const key of SETTINGS) $(`set-${key}`).disabled = true;
   try {
     showSettings(await (await api(`/api/clips/${encodeURIComponent(name)}/settings`)).json());
     for (const key of SETTINGS) $(`set-${key}`).disabled = false;
+    await loadEstimate(name);
   } catch (error) {
     $("settings-state").textContent = "(unreadable)";
     $("settings-flags").textContent = error.message;
@@ -669,6 +686,7 @@ async function saveSettings(values) {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(values),
     });
     showSettings(await response.json());
+    await loadEstimate(state.clip.name);
     setStatus("run settings saved for this clip");
   } catch (error) {
     setStatus(error.message, true);
@@ -696,6 +714,7 @@ function showJob(job) {
   state.job = job;
   const running = job && job.state === "running";
   $("run-propagate").disabled = running;
+  $("run-estimate").disabled = running;
   $("run-matte").disabled = running;
   $("cancel").disabled = !running;
   if (!job) { $("job-state").textContent = "no job yet"; return; }
@@ -754,6 +773,7 @@ async function startJob(kind) {
   } catch (error) { setStatus(`${kind} not started: ${error.message}`, true); }
 }
 $("run-propagate").addEventListener("click", () => startJob("propagate"));
+$("run-estimate").addEventListener("click", () => startJob("estimate"));
 $("run-matte").addEventListener("click", () => startJob("matte"));
 $("cancel").addEventListener("click", async () => { showJob((await (await api("/api/job/cancel", { method: "POST" })).json()).job); });
 

@@ -1,0 +1,174 @@
+"""What a workspace run of a clip will cost, before it starts: seconds and disk, from the clip's length
+and size and steps measured on this machine with these settings (``tgm.py workspace --estimate``).
+
+A run is: load the network, finetune (unless a checkpoint is given or the finetuning is reused), propagate
+every part (each frame between two keyframes is segmented twice, forward and backward), write each part's
+PNGs, and fuse. The finetuning step and the propagation step are timed here with the run's own code (a
+warm-up, then the median of a few); writing and reading a part PNG are timed on one; the rest is counted
+from the parts plan. Query features shared between the two passes of a segment make a real run's second
+visits cheaper, and a long part's memory makes its late steps dearer: the estimate is of the early,
+unshared step. Starting Python and torch (a second or two) is not counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from config import load_config
+from dataset.clip import Clip, check_sizes
+from inference.driver import configure_model, load_model, time_visits
+from inference.plan import plan_parts
+from model.stm import STM
+from model.weights import trainable_random_init
+from pipeline.clip import open_clip
+from pipeline.finetuning import plan_finetuning
+from pipeline.workspace import WorkspaceJob, clip_name_of
+from training.loop import time_training_steps
+from utils.images import encode_png
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunEstimate:
+    """Counts from the clip and its parts plan, and the times and sizes measured here."""
+
+    clip: str
+    frames: int
+    height: int
+    width: int
+    visits: int  # frames segmented
+    part_pngs: int  # PNGs the parts write: every visit and each part's keyframe
+    finetune_steps: int  # 0: a checkpoint given, or the finetuning reused
+    finetune_detail: str
+    setup_seconds: float  # the network loaded and set up
+    seconds_per_step: float
+    finetune_save_seconds: float  # the checkpoints and optimizer states the finetuning writes
+    seconds_per_visit: float
+    write_seconds: float  # one part PNG encoded (a writer thread does this while the next frame is computed)
+    read_seconds: float  # one part PNG decoded (fusing reads them)
+    part_png_bytes: int
+    fused_bytes_per_frame: int  # the fused trimap and its overlay
+    discard_parts: bool
+
+    @property
+    def finetune_seconds(self) -> float:
+        return self.finetune_steps * self.seconds_per_step + self.finetune_save_seconds
+
+    @property
+    def propagate_seconds(self) -> float:
+        # the writer thread keeps up unless encoding a PNG takes longer than computing the next frame
+        return self.part_pngs * max(self.seconds_per_visit * self.visits / self.part_pngs, self.write_seconds)
+
+    @property
+    def fuse_seconds(self) -> float:
+        return self.part_pngs * self.read_seconds + 2 * self.frames * self.write_seconds
+
+    @property
+    def seconds(self) -> float:
+        return self.setup_seconds + self.finetune_seconds + self.propagate_seconds + self.fuse_seconds
+
+    @property
+    def disk_bytes(self) -> int:
+        """What the result folder holds at the end (parts are deleted as they are fused with --discard_parts)."""
+        parts = 0 if self.discard_parts else self.part_pngs * self.part_png_bytes
+        return parts + self.frames * self.fused_bytes_per_frame
+
+    def as_json(self) -> dict:
+        return {
+            **asdict(self), "finetune_seconds": self.finetune_seconds, "propagate_seconds": self.propagate_seconds,
+            "fuse_seconds": self.fuse_seconds, "seconds": self.seconds, "disk_bytes": self.disk_bytes,
+        }  # fmt: skip
+
+
+def estimate_clip(clip_dir: Path, job: WorkspaceJob, device: torch.device) -> RunEstimate:
+    """The estimate of ``tgm.py workspace`` on one clip of its workspace, with the job's settings (nothing
+    is written: the clip's config is made as the run would make it, in memory)."""
+    name = clip_name_of(clip_dir)
+    cfg_path = job.save / "configs" / f"{name}.yaml"
+    where = ["DATASET.PATH", str(clip_dir.resolve()), "SYSTEM.OUTDIR", str(job.save / "train_log")]
+    cfg = load_config(job.cfg_path, [*job.overrides, *where])
+    clip = open_clip(cfg)
+    try:
+        return _estimate(clip, name, cfg, cfg_path, job, device)
+    finally:
+        clip.close()
+
+
+def _estimate(clip: Clip, name: str, cfg, cfg_path: Path, job: WorkspaceJob, device: torch.device) -> RunEstimate:
+    options = job.options
+    parts = plan_parts(clip.keyframe_indices, len(clip))
+    start = time.perf_counter()
+    steps, per_step, saving, detail = 0, 0.0, 0.0, f"none: --load {job.checkpoint}" if job.checkpoint else ""
+    if job.checkpoint is not None:
+        model = load_model(job.checkpoint, options, device)
+    else:
+        plan = plan_finetuning(cfg, cfg_path, clip, job.refine_steps, job.keep_finetuned)
+        detail = plan.detail
+        if plan.checkpoint is not None:
+            model = load_model(plan.checkpoint, options, device)
+        else:
+            steps = int(plan.cfg.TRAIN.TOTAL_STEPS)
+            start_weights = plan.cfg.TRAIN.LOAD_CKPT
+            if start_weights:
+                model = load_model(start_weights, options, device)
+            else:
+                model = STM()
+                trainable_random_init(model)
+                model = configure_model(model, options, device)
+    setup = time.perf_counter() - start
+    if steps:
+        log.info("%s: timing finetuning steps (%s crops)", name, tuple(plan.cfg.TRAIN.TRAIN_INPUT_SIZE))
+        timing = time_training_steps(plan.cfg, clip, device)
+        per_step, saving = timing.seconds_per_step, timing.save_seconds * timing.saves
+    log.info("%s: timing propagation steps", name)
+    visit = time_visits(model, clip, options, device)
+    height, width = check_sizes(clip)
+    return RunEstimate(
+        clip=name, frames=len(clip), height=height, width=width,
+        visits=sum(len(part) - 1 for part in parts), part_pngs=sum(len(part) for part in parts),
+        finetune_steps=steps, finetune_detail=detail, setup_seconds=setup, seconds_per_step=per_step,
+        finetune_save_seconds=saving, seconds_per_visit=visit.seconds, write_seconds=visit.write_seconds,
+        read_seconds=visit.read_seconds, part_png_bytes=visit.png_bytes, fused_bytes_per_frame=fused_png_bytes(clip),
+        discard_parts=options.discard_parts,
+    )  # fmt: skip
+
+
+def fused_png_bytes(clip: Clip) -> int:
+    """Bytes of a fused trimap and its overlay for the clip's first keyframe (the overlay is half frame, half
+    trimap colours: about a frame's PNG)."""
+    keyframe = clip.keyframe_indices[0]
+    labels = clip.read_keyframe(keyframe)
+    frame = np.ascontiguousarray(clip.read_frame(keyframe)[..., ::-1])
+    trimap = np.where(labels == 0, 0, np.where(labels == 2, 255, 128)).astype(np.uint8)
+    return len(encode_png(trimap)) + len(encode_png(frame))
+
+
+def describe(estimate: RunEstimate) -> str:
+    """One line for a person."""
+    parts = [f"{estimate.clip}: about {duration(estimate.seconds)}"]
+    if estimate.finetune_steps:
+        parts.append(
+            f"finetuning {estimate.finetune_steps} steps x {estimate.seconds_per_step:.2f} s and saving = "
+            f"{duration(estimate.finetune_seconds)}"
+        )
+    parts.append(
+        f"propagating {estimate.visits} frame visits x {estimate.seconds_per_visit:.2f} s = "
+        f"{duration(estimate.propagate_seconds)}"
+    )
+    parts.append(f"{estimate.disk_bytes / 2**20:.0f} MiB on disk")
+    return ", ".join(parts)
+
+
+def duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
