@@ -18,6 +18,7 @@ from dataset.clip import Clip, ClipFrames, check_sizes, trimap_warnings
 from dataset.trimap import probs_to_png
 from inference.ensemble import frames_of, fuse_frame
 from inference.layout import ResultFolder
+from inference.memory_bank import MemoryBank, Slot
 from inference.options import PropagationOptions
 from inference.plan import Part, part_confidence, plan_parts, work_units
 from inference.propagator import FrameSource, PartStep, Propagator, QueryCache, keyframe_probs, probs_to_image
@@ -333,10 +334,12 @@ def time_visits(
     frames = ahead if len(ahead) >= len(behind) else behind
     if len(frames) < 2:
         raise UserError(f"{clip.path}: no frame to propagate to, so nothing to time")
-    propagator = make_propagator(model, clip, options, options.keep_every(len(clip)), device)
+    keep_every = options.keep_every(len(clip))
+    propagator = make_propagator(model, clip, options, keep_every, device)
+    probe = Part(tuple(frames), (first,))
     seconds, probs = [], None
     try:
-        steps = propagator.run_part(Part(tuple(frames), (first,)))
+        steps = propagator.run_part(probe)
         next(steps)  # the keyframe itself: nothing computed
         while True:
             start = time.perf_counter()
@@ -345,6 +348,19 @@ def time_visits(
                 break
             probs = step.probs.float().cpu()  # waits for the device
             seconds.append(time.perf_counter() - start)
+        # The probe's memory is small; a run's parts read more entries: time the read at both sizes.
+        probed = round(mean_memory_size([probe], keep_every, options.max_memory, skip_first=True))
+        reached = round(mean_memory_size(plan_parts(clip.keyframe_indices, len(clip)), keep_every, options.max_memory))
+        extra = 0.0
+        if reached > probed:
+            with torch.inference_mode():
+                entry = propagator.fixed_entry(first)
+                with propagator.autocast():
+                    query = model.encode_query(propagator.frames.get(frames[-1]))
+                read = [
+                    segment_seconds(model, [entry] * size, query, propagator.autocast) for size in (probed, reached)
+                ]
+            extra = read[1] - read[0]
     finally:
         propagator.frames.close()
     start = time.perf_counter()
@@ -354,7 +370,33 @@ def time_visits(
     cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     read_seconds = time.perf_counter() - start
     timed = sorted(seconds[1:] or seconds)
-    return VisitTiming(timed[len(timed) // 2], write_seconds, len(data), read_seconds)
+    return VisitTiming(timed[len(timed) // 2] + max(extra, 0.0), write_seconds, len(data), read_seconds)
+
+
+def mean_memory_size(parts: list[Part], keep_every: int, max_memory: int | None, skip_first: bool = False) -> float:
+    """The memory entries a segment step reads, on average over the parts' steps (the bank's own rule,
+    run with placeholders); ``skip_first``: leave out each part's first step (a timing's warm-up)."""
+    sizes = []
+    for part in parts:
+        bank: MemoryBank[None] = MemoryBank([Slot(k, None) for k in part.fixed], keep_every, max_memory)
+        for i in range(1, len(part)):
+            if i >= 2:
+                bank.set_temporary(Slot(part.frames[i - 1], None))
+            if i >= 2 or not skip_first:
+                sizes.append(len(bank.slots()))
+            bank.after_segment(i)
+    return sum(sizes) / max(len(sizes), 1)
+
+
+def segment_seconds(model: STM, memory: list, query, autocast) -> float:
+    """Seconds of one segment step against ``memory`` (the median of 3, after one untimed)."""
+    seconds = []
+    for _ in range(4):
+        start = time.perf_counter()
+        with autocast():
+            model.segment(None, memory, query=query).float().cpu()
+        seconds.append(time.perf_counter() - start)
+    return sorted(seconds[1:])[1]
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -11,6 +11,8 @@ from test_app import TOKEN, as_page, wait_for_job
 
 from dataset.synthetic import make_synthetic_clip
 from helpers import ONE_STEP_FINETUNE_YAML, run_main
+from inference.driver import mean_memory_size
+from inference.plan import Part
 from pipeline.estimate import RunEstimate, describe
 from webapp.server import AppConfig, create_app
 from webapp.settings import RunSettings
@@ -33,6 +35,16 @@ def test_the_estimate_adds_up_what_it_counted_and_measured():
     slow_writer = dataclasses.replace(ESTIMATE, write_seconds=0.5)  # the PNG writer, not the network, sets the pace
     assert slow_writer.propagate_seconds == pytest.approx(18 * 0.5)
     assert describe(ESTIMATE).startswith("c: about 57 s, finetuning 100 steps x 0.50 s and saving = 52 s")
+
+
+@pytest.mark.unit
+def test_the_memory_a_run_reads_is_counted_by_the_banks_own_rule():
+    """The estimate times the read at the memory size a run reaches on average (its probe reads fewer)."""
+    four = Part((0, 1, 2, 3), (0,))  # reads 1 (the keyframe), 2 (+ the previous frame), 3 (+ one kept)
+    assert mean_memory_size([four], keep_every=1, max_memory=None) == 2
+    assert mean_memory_size([four], keep_every=1, max_memory=None, skip_first=True) == 2.5
+    long = Part(tuple(range(12)), (0, 11))  # two keyframes, then at most max_memory others
+    assert mean_memory_size([long], keep_every=1, max_memory=3) == pytest.approx((2 + 3 + 4 + 5 * 8) / 11)
 
 
 def result_bytes(folder) -> int:
