@@ -25,6 +25,7 @@ import numpy as np
 
 from dataset.synthetic import render_frames
 from dataset.video import write_video
+from inference.layout import results_of
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -120,7 +121,7 @@ def main() -> None:
         job, propagate_s = page.run_job("walk", "propagate")
         assert job["state"] == "done", job["log"][-5:]
         summary = json.loads((save / "summary.json").read_text())[0]
-        result = save / "walk_mem5"
+        result = results_of(save, "walk")[0].path
         disk = sum(p.stat().st_size for p in result.rglob("*") if p.is_file() and "matte" not in p.parts)
         print(f"propagate job: {propagate_s:.0f} s wall (finetune {summary['finetune_s']:.0f} s, propagate "
               f"{summary['propagate_s']:.0f} s), result folder {disk / 2**20:.0f} MiB; measured / estimated: "
