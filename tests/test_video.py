@@ -194,7 +194,7 @@ def test_a_video_clip_says_what_is_wrong_with_its_trimaps(tmp_path):
         scan_clip(tmp_path / "walk_trimaps", trimaps=tmp_path)
     damaged = tmp_path / "damaged.mp4"
     damaged.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
-    with pytest.raises(UserError, match=r"damaged\.mp4 cannot be read as a video"):
+    with pytest.raises(UserError, match=r"damaged\.mp4 is not a video that can be read"):
         scan_clip(damaged)
 
 
