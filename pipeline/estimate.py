@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from config import load_config
 from dataset.clip import Clip, check_sizes
 from inference.driver import configure_model, load_model, time_visits
 from inference.plan import plan_parts
@@ -28,7 +27,7 @@ from model.stm import STM
 from model.weights import trainable_random_init
 from pipeline.clip import open_clip
 from pipeline.finetuning import plan_finetuning
-from pipeline.workspace import WorkspaceJob, clip_name_of
+from pipeline.workspace import WorkspaceJob, clip_config
 from training.loop import time_training_steps
 from utils.images import encode_png
 
@@ -90,10 +89,7 @@ class RunEstimate:
 def estimate_clip(clip_dir: Path, job: WorkspaceJob, device: torch.device) -> RunEstimate:
     """The estimate of ``tgm.py workspace`` on one clip of its workspace, with the job's settings (nothing
     is written: the clip's config is made as the run would make it, in memory)."""
-    name = clip_name_of(clip_dir)
-    cfg_path = job.save / "configs" / f"{name}.yaml"
-    where = ["DATASET.PATH", str(clip_dir.resolve()), "SYSTEM.OUTDIR", str(job.save / "train_log")]
-    cfg = load_config(job.cfg_path, [*job.overrides, *where])
+    name, cfg, cfg_path = clip_config(clip_dir, job)
     clip = open_clip(cfg)
     try:
         return _estimate(clip, name, cfg, cfg_path, job, device)

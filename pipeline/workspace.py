@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from yacs.config import CfgNode
 
 from config import load_config
 from dataset.clip import FRAME_SUFFIX, default_trimap_dir, stems_with
@@ -81,15 +82,20 @@ def clip_name_of(path: Path) -> str:
     return path.stem if path.is_file() else path.name
 
 
+def clip_config(clip_dir: Path, job: WorkspaceJob) -> tuple[str, CfgNode, Path]:
+    """A workspace clip's name, its config (the job's base config and overrides, the clip's path, the
+    training runs under ``--save``) and where that config is kept (``--save/configs/<clip>.yaml``)."""
+    name = clip_name_of(clip_dir)
+    where = ["DATASET.PATH", str(clip_dir.resolve()), "SYSTEM.OUTDIR", str(job.save / "train_log")]
+    return name, load_config(job.cfg_path, [*job.overrides, *where]), job.save / "configs" / f"{name}.yaml"
+
+
 def process_clip(clip_dir: Path, job: WorkspaceJob, world: World, device: torch.device) -> ClipOutcome:
     """Finetune (unless the job has a checkpoint or an unchanged finetuning exists), propagate
     and fuse one clip, redoing only what changed since the last run. Scored when the job has
     ground truth; the suggested frames to annotate next are read back from the result."""
-    configs = ensure_writable_dir(job.save / "configs", "--save")
-    name = clip_name_of(clip_dir)
-    cfg_path = configs / f"{name}.yaml"
-    where = ["DATASET.PATH", str(clip_dir.resolve()), "SYSTEM.OUTDIR", str(job.save / "train_log")]
-    cfg = load_config(job.cfg_path, [*job.overrides, *where])
+    name, cfg, cfg_path = clip_config(clip_dir, job)
+    ensure_writable_dir(cfg_path.parent, "--save")
     atomic_write_text(cfg_path, cfg.dump())
     clip = open_clip(cfg)
     try:

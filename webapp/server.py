@@ -304,18 +304,20 @@ def create_app(config: AppConfig) -> Flask:
 
     # --- run settings ---------------------------------------------------------------------------
 
-    def clip_settings(name: str) -> dict:
+    def proposal(name: str) -> tuple[RunSettings, dict[str, str]]:
+        """The settings proposed for the clip on this machine, and what each trades."""
         height, width = view.frame_size(name)
-        frames = len(view.stems(name))
-        proposed, notes = recommend(frames, height, width, machine())
+        return recommend(len(view.stems(name)), height, width, machine())
+
+    def current_settings(name: str) -> RunSettings:
+        return settings_store.load(name) or proposal(name)[0]
+
+    def clip_settings(name: str) -> dict:
+        proposed, notes = proposal(name)
         saved = settings_store.load(name)
         return {"settings": asdict(saved or proposed), "saved": saved is not None, "proposed": asdict(proposed),
                 "notes": notes, "trades": TRADES, "flags": workspace_flags(saved or proposed),
                 "gpu": machine().gpu}  # fmt: skip
-
-    def current_settings(name: str) -> RunSettings:
-        height, width = view.frame_size(name)
-        return settings_store.load(name) or recommend(len(view.stems(name)), height, width, machine())[0]
 
     @app.get("/api/clips/<name>/estimate")
     def get_estimate(name: str):
