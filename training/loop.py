@@ -98,9 +98,7 @@ def _finetune(
         "finetuning %s on keyframes %s -> %s%s", clip.path, clip.keyframe_indices, run_dir,
         f" ({world.size} ranks)" if world.distributed else "",
     )  # fmt: skip
-    model = _starting_model(train, device)
-    params = select_parameters(model, train.FREEZE_BACKBONE)
-    optimizer = make_optimizer(train.OPTIMIZER, params, train.BASE_LR, train.WEIGHT_DECAY)
+    model, params, optimizer, step_module = _training_parts(train, device, world)
     start_step = load_optimizer_state(optimizer, train.LOAD_OPT) if train.LOAD_OPT else 0
     if train.LOAD_OPT:
         log.info("resuming from %s at step %d", train.LOAD_OPT, start_step)
@@ -109,7 +107,6 @@ def _finetune(
         len(params), sum(p.numel() for p in params) / 1e6, train.OPTIMIZER, train.BASE_LR, train.LR_STRATEGY,
         train.TOTAL_STEPS,
     )  # fmt: skip
-    step_module = _step_module(model, train, device, world)
     seed = cfg.SYSTEM.RANDOM_SEED + RANK_SEED_STRIDE * world.rank if seeded else None
     loader = _sample_loader(cfg, clip, start_step, seed)
     run = _TrainingRun(cfg, model, optimizer, run_dir, world, start_step)
@@ -135,11 +132,7 @@ def time_training_steps(cfg: CfgNode, clip: Clip, device: torch.device, steps: i
     that is removed."""
     _check_train_config(cfg)
     train = cfg.TRAIN
-    model = _starting_model(train, device)
-    optimizer = make_optimizer(
-        train.OPTIMIZER, select_parameters(model, train.FREEZE_BACKBONE), train.BASE_LR, train.WEIGHT_DECAY
-    )
-    step_module = _step_module(model, train, device, SINGLE)
+    model, _, optimizer, step_module = _training_parts(train, device, SINGLE)
     batch = int(train.BATCH_SIZE_PER_GPU)
     samples = KeyframeClips(clip, tuple(train.TRAIN_INPUT_SIZE), min_unknown=cfg.FINETUNE.MIN_UNKNOWN_PIXELS,
                             length=(steps + 1) * batch, seed=1)  # fmt: skip
@@ -161,6 +154,16 @@ def time_training_steps(cfg: CfgNode, clip: Clip, device: torch.device, steps: i
     total, every = int(train.TOTAL_STEPS), int(cfg.FINETUNE.SAVE_FREQ)
     saves = len({*range(every, total + 1, every), total}) if every > 0 else 1
     return StepTiming(timed[len(timed) // 2], save_seconds, saves)
+
+
+def _training_parts(
+    train: CfgNode, device: torch.device, world: World
+) -> tuple[STM, list[nn.Parameter], torch.optim.Optimizer, nn.Module]:
+    """The starting model, the parameters it trains, their optimizer and the training step module."""
+    model = _starting_model(train, device)
+    params = select_parameters(model, train.FREEZE_BACKBONE)
+    optimizer = make_optimizer(train.OPTIMIZER, params, train.BASE_LR, train.WEIGHT_DECAY)
+    return model, params, optimizer, _step_module(model, train, device, world)
 
 
 def _starting_model(train: CfgNode, device: torch.device) -> STM:

@@ -160,12 +160,30 @@ def estimate_path(app_dir: Path, clip: str, settings: RunSettings) -> Path:
 def read_estimate(path: Path, clip: str) -> dict | None:
     """The estimate a job wrote for ``clip`` (None: none yet, or unreadable: estimate again)."""
     try:
-        if path.is_symlink() or path.stat().st_size > MAX_FILE_BYTES:
-            return None
-        estimate = json.loads(path.read_text()).get(clip)
-    except (OSError, ValueError, AttributeError):
+        raw = read_app_file(path, "estimate again")
+        estimate = json.loads(raw).get(clip) if raw is not None else None
+    except (UserError, ValueError, AttributeError):
         return None
     return estimate if isinstance(estimate, dict) else None
+
+
+def read_app_file(path: Path, remedy: str) -> bytes | None:
+    """One of the app's own small files (None when there is none). Only a regular file is read, not
+    through a link, at most ``MAX_FILE_BYTES``; anything else is a UserError that ends with ``remedy``."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise UserError(f"{path} cannot be read as a settings file ({exc.strerror}); {remedy}") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UserError(f"{path} is not a regular file; {remedy}")
+    with os.fdopen(fd, "rb") as file:
+        raw = file.read(MAX_FILE_BYTES + 1)
+    if len(raw) > MAX_FILE_BYTES:
+        raise UserError(f"{path} is larger than a settings file can be; {remedy}")
+    return raw
 
 
 class SettingsStore:
@@ -185,19 +203,9 @@ class SettingsStore:
         ``MAX_FILE_BYTES``; anything else is a UserError that says to delete it."""
         path = self.path(clip)
         remedy = "delete it to start from the proposed settings"
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except FileNotFoundError:
+        raw = read_app_file(path, remedy)
+        if raw is None:
             return None
-        except OSError as exc:
-            raise UserError(f"{path} cannot be read as a settings file ({exc.strerror}); {remedy}") from exc
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise UserError(f"{path} is not a regular file; {remedy}")
-        with os.fdopen(fd, "rb") as file:
-            raw = file.read(MAX_FILE_BYTES + 1)
-        if len(raw) > MAX_FILE_BYTES:
-            raise UserError(f"{path} is larger than a settings file can be; {remedy}")
         try:
             data = json.loads(raw)
         except ValueError as exc:
