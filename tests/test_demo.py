@@ -48,7 +48,7 @@ def test_the_quick_demo_writes_every_score_table(quick_demo):
 
 
 def test_the_quick_demo_writes_its_pictures(quick_demo):
-    assert_pictures(quick_demo[0], QUICK_FRAMES)
+    assert_pictures(quick_demo[0], QUICK_FRAMES, min_sheet_height=100)  # its frames are 64 px high
 
 
 @pytest.mark.slow
@@ -77,12 +77,12 @@ def test_the_demo_ends_with_mattes_and_composites(demo):
 
 @pytest.mark.slow
 def test_the_demo_writes_its_pictures(demo):
-    assert_pictures(demo[0], FULL_FRAMES)
+    assert_pictures(demo[0], FULL_FRAMES, min_sheet_height=300)
 
 
-def assert_pictures(out, frames: int) -> None:
+def assert_pictures(out, frames: int, min_sheet_height: int) -> None:
     sheet = cv2.imread(str(out / "contact_sheet.png"))
-    assert sheet is not None and sheet.shape[0] > 100
+    assert sheet is not None and sheet.shape[0] > min_sheet_height
     capture = cv2.VideoCapture(str(out / "overlay.mp4"))
     assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == frames
     # the foreground video keeps the matte: its alpha is the alpha PNGs', within a level
