@@ -162,7 +162,7 @@ def probe_video(path: str | Path) -> VideoInfo:
         fps = stream.average_rate or stream.guessed_rate or Fraction(25)
         if any(component.is_alpha for component in first.format.components):
             _say_once(path, f"{path.name}: its alpha channel is ignored (trimaps are made from the colour channels)")
-        pts = tuple(sorted(set(stamps)))
+        pts = tuple(sorted(stamps))  # distinct: shared timestamps were cleared above
         count = len(pts) if counted is None else counted
     finally:
         container.close()

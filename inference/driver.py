@@ -324,8 +324,9 @@ def time_visits(
 ) -> VisitTiming:
     """Time the propagator on a short part off the clip's first keyframe, as a run would step it
     (one untimed warm-up step, then the median of ``visits`` steps), and one part PNG written and
-    read back. Nothing is written to disk. The memory holds fewer entries than late in a long part,
-    and no query work is shared, so the figure is that of a part's early frames."""
+    read back. Nothing is written to disk. The probe's memory holds fewer entries than a run's parts
+    read on average (``mean_memory_size``), so the step is corrected by the read timed at both sizes;
+    no query work is shared, as it is on a run's second visits (cheaper)."""
     height, width = check_sizes(clip)
     working = options.working_size(height, width)
     first = clip.keyframe_indices[0]
