@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import time
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -202,6 +203,34 @@ def test_a_job_propagates_fuses_and_its_results_are_served(client):
     trimap = client.get("/api/clips/clip/result/00002")
     assert trimap.status_code == 200 and trimap.mimetype == "image/png"
     assert client.get("/api/clips/clip/uncertainty.png").status_code == 200
+
+
+@pytest.mark.e2e
+def test_the_matte_job_ends_with_a_foreground_video_served_while_its_trimaps_are_current(client, tmp_path):
+    assert client.post("/api/job", json={"clip": "clip", "kind": "propagate"}).status_code == 202
+    assert wait_for_job(client)["state"] == "done"
+    assert client.get("/api/clips/clip/foreground.mov").status_code == 404 and not detail_video(client)
+    assert client.post("/api/job", json={"clip": "clip", "kind": "matte"}).status_code == 202
+    job = wait_for_job(client)
+    assert job["state"] == "done" and job["stages"] == 2, job
+    assert detail_video(client)
+    response = client.get("/api/clips/clip/foreground.mov")
+    assert response.status_code == 200 and "clip_foreground.mov" in response.headers["Content-Disposition"]
+    saved = tmp_path / "download.mov"
+    saved.write_bytes(response.data)
+    with av.open(str(saved)) as container:
+        stream = container.streams.video[0]
+        assert "yuva444" in stream.codec_context.pix_fmt, "the alpha travels in the video"
+        assert sum(1 for _ in container.decode(stream)) == len(client.get("/api/clips/clip").get_json()["stems"])
+    # a rerun changes the fused trimaps: the video describes the old ones until the next matte job
+    fused = tmp_path / "results" / client.get("/api/clips/clip").get_json()["result"]["folder"] / "ensemble"
+    time.sleep(0.01)
+    (fused / ".rerun").write_bytes(b"")
+    assert client.get("/api/clips/clip/foreground.mov").status_code == 404 and not detail_video(client)
+
+
+def detail_video(client) -> bool:
+    return client.get("/api/clips/clip").get_json()["result"]["video"]
 
 
 @pytest.mark.e2e

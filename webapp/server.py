@@ -34,6 +34,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from inference.layout import ResultFolder
+from matting.sequence import FG_SUFFIX
 from utils.errors import UserError
 from webapp.jobs import APP_DIR, JobRunner
 from webapp.settings import (
@@ -46,7 +47,7 @@ from webapp.settings import (
     recommend,
     workspace_flags,
 )
-from webapp.workspace import ViewError, WorkspaceView
+from webapp.workspace import FOREGROUND_VIDEO, ViewError, WorkspaceView
 
 log = logging.getLogger(__name__)
 
@@ -298,6 +299,11 @@ def create_app(config: AppConfig) -> Flask:
     def matte(name: str, stem: str):
         return png(view.matte_file(name, stem, request.args.get("kind", "comp")))
 
+    @app.get("/api/clips/<name>/foreground.mov")
+    def foreground_video(name: str):
+        return send_file(view.video_file(name), mimetype="video/quicktime", as_attachment=True,
+                         download_name=f"{name}_foreground.mov")  # fmt: skip
+
     @app.get("/api/clips/<name>/uncertainty.png")
     def uncertainty_plot(name: str):
         return png(view.uncertainty_file(name))
@@ -353,13 +359,13 @@ def create_app(config: AppConfig) -> Flask:
         name, kind = body.get("clip"), body.get("kind")
         if not isinstance(name, str) or kind not in ("propagate", "estimate", "matte"):
             abort(400, 'send {"clip": NAME, "kind": "propagate", "estimate" or "matte"}')
-        view.clip_dir(name)
+        source = view.clip_dir(name)
         result = view.result(name)
         if kind == "matte" and (result is None or not result.is_fused(view.stems(name))):
             abort(409, f"{name} has no propagated trimaps yet: run propagation first")
         settings = current_settings(name) if kind in ("propagate", "estimate") else None
         try:
-            job = runner.start(name, kind, commands_for(config, name, kind, result, settings))
+            job = runner.start(name, kind, commands_for(config, name, kind, result, settings, source))
         except RuntimeError as exc:
             abort(409, str(exc))
         return jsonify(job=job.as_json()), 202
@@ -383,11 +389,18 @@ def make_app_server(config: AppConfig) -> tuple[BaseWSGIServer, Flask]:
 
 
 def commands_for(
-    config: AppConfig, clip: str, kind: str, result: ResultFolder | None = None, settings: RunSettings | None = None
+    config: AppConfig,
+    clip: str,
+    kind: str,
+    result: ResultFolder | None = None,
+    settings: RunSettings | None = None,
+    source: Path | None = None,
 ) -> list[list[str]]:
     """The commands a job runs: ``tgm.py workspace`` for the clip (finetune unless --load,
     propagate, fuse; reruns redo only what changed) with the clip's run ``settings`` (``estimate``:
-    the same with --estimate, which only measures), or ``tgm.py matte`` on its fused trimaps."""
+    the same with --estimate, which only measures), or ``tgm.py matte`` on its fused trimaps then
+    ``tgm.py encode`` of the foregrounds into ``matte/foreground.mov`` (at the rate of the clip's
+    ``source`` video when it is one, else 25 fps)."""
     entry = str(Path(__file__).resolve().parents[1] / "tgm.py")
     if kind in ("propagate", "estimate"):
         command = [entry, "workspace", "--workspace", str(config.workspace), "--save", str(config.save),
@@ -402,5 +415,8 @@ def commands_for(
         return [command + workspace_flags(settings)]
     if result is None:
         raise ValueError(f"matting {clip} needs its result folder")
+    rate = ["--source", str(source)] if source is not None and source.is_file() else ["--fps", "25"]
     return [[entry, "matte", "--result", str(result.path), "--dataroot", str(config.workspace),
-             "--background", config.background]]  # fmt: skip
+             "--background", config.background],
+            [entry, "encode", "--images_dir", str(result.matte_dir), "--suffix", FG_SUFFIX,
+             "--out", str(result.matte_dir / FOREGROUND_VIDEO), *rate]]  # fmt: skip

@@ -39,6 +39,7 @@ from utils.io import atomic_write_bytes, atomic_write_png, create_exclusive
 log = logging.getLogger(__name__)
 
 MATTE_KINDS = {"alpha": ALPHA_SUFFIX, "fg": FG_SUFFIX, "comp": COMPOSITE_SUFFIX}
+FOREGROUND_VIDEO = "foreground.mov"  # the matte job's last step: the RGBA foregrounds as ProRes 4444 with alpha
 MAX_BAND = 500
 VIDEO_FRAMES_KEPT = 24  # encoded PNGs of video frames kept per app (stepping back and forth is instant)
 CACHE_DIR = ".app"  # in the save folder: thumbnails and display copies (webapp/jobs.py keeps its files there too)
@@ -225,11 +226,23 @@ class WorkspaceView:
                 uncertainty = None  # being rewritten by a job: the next poll reads it
             fused = result.ensemble_stems() if result.is_finished() else []
             matted = stems_with(result.matte_dir, COMPOSITE_SUFFIX)
+        video = result is not None and self._current_video(result) is not None
         return {
             "name": name, "stems": stems, "height": height, "width": width, "keyframes": self.keyframes(name),
             "result": {"folder": result.name if result else None, "fused": fused or [], "uncertainty": uncertainty,
-                       "matted": matted or []},
+                       "matted": matted or [], "video": video},
         }  # fmt: skip
+
+    @staticmethod
+    def _current_video(result: ResultFolder) -> Path | None:
+        """The clip's foreground video if it was made after the fused trimaps last changed (a rerun
+        since then leaves it describing the old ones until the next matte job); else None."""
+        path = result.matte_dir / FOREGROUND_VIDEO
+        try:
+            made, fused = path.stat().st_mtime_ns, result.ensemble_dir.stat().st_mtime_ns
+        except OSError:
+            return None
+        return path if made >= fused else None
 
     # --- files to serve -------------------------------------------------------------------------
 
@@ -268,6 +281,13 @@ class WorkspaceView:
         if path is None or not path.exists():
             raise ViewError(404, f"frame {stem} of {name} is not matted yet: run matting")
         return self._inside(path, self.save, f"the {kind} of frame {stem}")
+
+    def video_file(self, name: str) -> Path:
+        result = self.result(name)
+        path = None if result is None else self._current_video(result)
+        if path is None:
+            raise ViewError(404, f"{name} has no foreground video from its current trimaps: run matting")
+        return self._inside(path, self.save, f"the foreground video of {name}")
 
     def uncertainty_file(self, name: str) -> Path:
         result = self.result(name)

@@ -108,6 +108,8 @@ async function selectClip(name, keepIndex = false) {
   const plot = $("uncertainty-plot");
   $("uncertainty-figure").hidden = !detail.result.uncertainty;
   if (detail.result.uncertainty) plot.src = `/api/clips/${encodeURIComponent(name)}/uncertainty.png?t=${Date.now()}`;
+  $("download-video").hidden = !detail.result.video;
+  $("download-video").href = `/api/clips/${encodeURIComponent(name)}/foreground.mov`;
   if (!keepIndex) {
     const first = detail.keyframes.length ? detail.stems.indexOf(detail.keyframes[0]) : 0;
     state.index = Math.max(0, first);
