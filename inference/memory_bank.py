@@ -55,10 +55,12 @@ class MemoryBank(Generic[Entry]):
     def frames(self) -> list[Hashable]:
         return [slot.frame for slot in self.slots()]
 
-    def after_segment(self, local_index: int) -> None:
-        """Bookkeeping after segmenting the part's frame ``local_index`` (>= 1)."""
+    def after_segment(self, local_index: int) -> Slot[Entry] | None:
+        """Bookkeeping after segmenting the part's frame ``local_index`` (>= 1); returns the kept
+        slot it dropped, if any."""
         if (local_index - 1) % self.keep_every == 0 and self.temporary is not None:
             self.kept.append(self.temporary)
             self.temporary = None
         if self.max_memory is not None and len(self.kept) == self.max_memory:
-            self.kept.popleft()
+            return self.kept.popleft()
+        return None

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -36,10 +36,92 @@ class MemoryEntry:
     """Keys and values of one memorised frame, one row per object.
 
     keys: O x 128 x h x w, values: O x 512 x h x w (h, w at stride 16 of the padded frame).
+    stack, slot: set when the entry lives in a :class:`MemoryStack` (its tensors are then views of
+    the stack's slot ``slot``).
     """
 
     keys: torch.Tensor
     values: torch.Tensor
+    stack: MemoryStack | None = field(default=None, repr=False, compare=False)
+    slot: int = -1
+
+
+class MemoryStack:
+    """A part's memory entries laid out as the fused read takes them, so a read copies nothing.
+
+    Two fp32 buffers, keys O x (capacity * h*w) x Ck and values O x (capacity * h*w) x Cv; each
+    entry occupies one slot (h*w rows) and its tensors are views of that slot. Used slots are kept
+    at the front (a released slot is filled by moving the last entry into it: attention does not
+    depend on the order of the memory's positions), so the fused read takes a prefix of both
+    buffers. Capacity doubles when full (one copy); with ``--max_memory`` it is reached once and
+    the read's memory stays flat however long the part. Entries from autocast are stored in fp32,
+    the dtype the read runs in.
+    """
+
+    def __init__(self, capacity: int = 8) -> None:
+        self.capacity = max(1, capacity)
+        self.keys: torch.Tensor | None = None
+        self.values: torch.Tensor | None = None
+        self.entries: list[MemoryEntry] = []  # slot j holds entries[j]
+        self.positions = 0  # h * w of one entry
+
+    def add(self, entry: MemoryEntry) -> MemoryEntry:
+        """A copy of ``entry`` in the next free slot."""
+        objects, key_dim, height, width = entry.keys.shape
+        if self.keys is None:
+            self.shape, self.positions = (objects, key_dim, entry.values.shape[1], height, width), height * width
+            self._allocate(self.capacity, entry.keys.device)
+        elif len(self.entries) == self.capacity:
+            self._allocate(2 * self.capacity, entry.keys.device)
+        stored = MemoryEntry(entry.keys, entry.values, self, len(self.entries))
+        self.entries.append(stored)
+        self._write(stored, entry.keys, entry.values)
+        return stored
+
+    def release(self, entry: MemoryEntry) -> None:
+        """Free ``entry``'s slot: the last entry moves into it."""
+        if entry.stack is not self:
+            return
+        last = self.entries.pop()
+        if last is not entry:
+            last.slot = entry.slot
+            self.entries[entry.slot] = last
+            self._write(last, last.keys, last.values)  # from its old slot's views into the freed slot
+        entry.stack, entry.slot = None, -1
+
+    def prefix(self, memory: Sequence[MemoryEntry]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(keys O x T*h*w x Ck, values O x T*h*w x Cv) without a copy when ``memory`` is exactly
+        the entries of this stack's first T slots (in any order); else None."""
+        count = len(memory)
+        if self.keys is None or count != len(self.entries) or sorted(e.slot for e in memory) != list(range(count)):
+            return None
+        if any(e.stack is not self for e in memory):
+            return None
+        rows = count * self.positions
+        return self.keys[:, :rows], self.values[:, :rows]
+
+    def _allocate(self, capacity: int, device: torch.device) -> None:
+        objects, key_dim, value_dim, _, _ = self.shape
+        keys = torch.empty(objects, capacity * self.positions, key_dim, device=device)
+        values = torch.empty(objects, capacity * self.positions, value_dim, device=device)
+        if self.keys is not None:
+            used = len(self.entries) * self.positions
+            keys[:, :used] = self.keys[:, :used]
+            values[:, :used] = self.values[:, :used]
+        self.keys, self.values, self.capacity = keys, values, capacity
+        for entry in self.entries:  # views of the new buffers
+            entry.keys, entry.values = self._views(entry.slot)
+
+    def _views(self, slot: int) -> tuple[torch.Tensor, torch.Tensor]:
+        _, _, _, height, width = self.shape
+        rows = slice(slot * self.positions, (slot + 1) * self.positions)
+        return (self.keys[:, rows].transpose(1, 2).unflatten(2, (height, width)),
+                self.values[:, rows].transpose(1, 2).unflatten(2, (height, width)))  # fmt: skip
+
+    def _write(self, entry: MemoryEntry, keys: torch.Tensor, values: torch.Tensor) -> None:
+        entry.keys, entry.values = self._views(entry.slot)
+        entry.keys.copy_(keys)
+        entry.values.copy_(values)
 
 
 @dataclass
@@ -62,6 +144,15 @@ class QueryFeatures:
     @property
     def nbytes(self) -> int:
         return sum(t.element_size() * t.nelement() for t in (self.key, self.value, self.skip3, self.skip2))
+
+    def split(self) -> list[QueryFeatures]:
+        """The features of a batch of frames (``encode_query`` on B x 3 x H x W) as B single-frame
+        ones, each in its own memory (a kept frame does not hold its whole batch)."""
+        tensors = (self.key, self.value, self.skip3, self.skip2)
+        return [
+            QueryFeatures(*(t[j : j + 1].clone() for t in tensors), self.pads, self.skips_done)
+            for j in range(self.key.shape[0])
+        ]
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
@@ -254,7 +345,7 @@ def read_memory_naive(
     return torch.cat([read.to(query_value.dtype), query_value], dim=1)
 
 
-# Affinity bytes the bounded read may hold at once; bounds its memory whatever T and the size.
+# Affinity bytes the bounded read may materialise; beyond them it takes the fused read (flat memory).
 READ_CHUNK_BYTES = 64 * 2**20
 
 
@@ -263,57 +354,78 @@ def read_memory_bounded(
     query_key: torch.Tensor,
     query_value: torch.Tensor,
     chunk_bytes: int = READ_CHUNK_BYTES,
+    follow_autocast: bool = False,
 ) -> torch.Tensor:
     """The memory read with bounded memory.
 
     When the whole affinity (O x T*h*w x h*w fp32) fits in ``chunk_bytes`` this is the exact read,
     :func:`read_memory_naive` (the same operations, so the same rounding as the published code).
-    Beyond that it is the online read: attention with a running softmax, one memory entry at a time, without
-    stacking the memory: at most ``chunk_bytes`` of scores exist at once (query positions are
-    split into blocks when one entry's scores would exceed that), so memory stays flat as T grows;
-    the result equals the naive read up to float rounding. Both run in fp32 also under autocast
-    (scores, softmax and weighted sums). Shapes as in :func:`read_memory_naive`.
+    Beyond that it is :func:`read_memory_fused`: torch's fused attention, which never holds the
+    affinity, so its memory stays flat as T and the frame size grow; equal to the naive read up to
+    float rounding. Both run in fp32 also under autocast, but with ``follow_autocast`` the fused
+    read runs in the autocast dtype (``STM.read_follows_autocast``). Shapes as in
+    :func:`read_memory_naive`.
     """
     objects, _, height, width = query_key.shape
     positions = height * width
     entry_positions = memory[0].keys.shape[-2] * memory[0].keys.shape[-1]
     if 4 * objects * len(memory) * entry_positions * positions <= chunk_bytes:
         return read_memory_naive(memory, query_key, query_value)
-    return _read_memory_online(memory, query_key, query_value, chunk_bytes)
+    device_type = query_key.device.type
+    if follow_autocast and torch.is_autocast_enabled(device_type):
+        dtype = torch.get_autocast_dtype(device_type)
+        return read_memory_fused.__wrapped__(memory, query_key, query_value, dtype=dtype)
+    return read_memory_fused(memory, query_key, query_value)
+
+
+def fused_value_heads(device: torch.device, key_dim: int = KEY_DIM, value_dim: int = VALUE_DIM) -> int:
+    """How many heads the fused read splits the values into on ``device``.
+
+    The read's keys have 128 channels and its values 512. CUDA's memory-efficient attention takes
+    values wider than the keys (one head); the CPU's flash kernel needs them equally wide, or
+    torch falls back to the math kernel, which materialises the whole affinity. There the values
+    go in as 4 heads of 128 that share the query and the keys (expanded, not copied): the scores
+    are computed once per head, 1.6x the multiply-adds of one head, and memory stays flat.
+    """
+    return 1 if device.type == "cuda" else value_dim // key_dim
 
 
 @_fp32_read
-def _read_memory_online(
-    memory: Sequence[MemoryEntry], query_key: torch.Tensor, query_value: torch.Tensor, chunk_bytes: int
+def read_memory_fused(
+    memory: Sequence[MemoryEntry],
+    query_key: torch.Tensor,
+    query_value: torch.Tensor,
+    value_heads: int | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
+    """The memory read as ``torch.nn.functional.scaled_dot_product_attention``: the query positions
+    attend to the T*h*w memory positions with scale 1/sqrt(Ck), the softmax over the memory, as in
+    :func:`read_memory_naive` (equal up to float rounding). The memory's keys and values are read
+    as one O x T*h*w x C tensor each: where the entries are a :class:`MemoryStack`'s, its buffers
+    as they lie; otherwise gathered (a copy the size of the memory). The affinity never exists.
+    ``value_heads``: see :func:`fused_value_heads` (None: the device's). Shapes as in
+    :func:`read_memory_naive`; runs in fp32 also under autocast (``dtype`` is for measuring what
+    a half-precision read would cost: ``bench/bench_half_read.py`` calls the undecorated function).
+    """
     objects, key_dim, height, width = query_key.shape
-    positions = height * width
-    query = query_key.reshape(objects, key_dim, positions).transpose(1, 2) * (1.0 / math.sqrt(key_dim))  # O, HW, Ck
-    entry_positions = memory[0].keys.shape[-2] * memory[0].keys.shape[-1]
-    rows = max(1, min(positions, chunk_bytes // (4 * objects * entry_positions)))
-    blocks = []
-    for first in range(0, positions, rows):
-        q = query[:, first : first + rows]  # O, rows, Ck
-        running_max = running_sum = read = None
-        for entry in memory:
-            k = entry.keys.reshape(objects, key_dim, -1).float()  # O, Ck, hw
-            v = entry.values.reshape(objects, entry.values.shape[1], -1).transpose(1, 2).float()  # O, hw, Cv
-            scores = torch.bmm(q, k)  # O, rows, hw
-            entry_max = scores.amax(dim=2)
-            new_max = entry_max if running_max is None else torch.maximum(running_max, entry_max)
-            weights = torch.exp(scores - new_max.unsqueeze(2))
-            contribution = torch.bmm(weights, v)  # O, rows, Cv
-            if read is None:
-                running_sum, read = weights.sum(dim=2), contribution
-            else:
-                rescale = torch.exp(running_max - new_max)
-                running_sum = running_sum * rescale + weights.sum(dim=2)
-                read = read * rescale.unsqueeze(2) + contribution
-            running_max = new_max
-        blocks.append(read / running_sum.unsqueeze(2))
-    read = torch.cat(blocks, dim=1) if len(blocks) > 1 else blocks[0]  # O, HW, Cv
-    read = read.transpose(1, 2).reshape(objects, -1, height, width).to(query_value.dtype)
-    return torch.cat([read, query_value], dim=1)
+    value_dim = memory[0].values.shape[1]
+    heads = fused_value_heads(query_key.device, key_dim, value_dim) if value_heads is None else value_heads
+    if value_dim % heads or (heads > 1 and value_dim // heads != key_dim):
+        raise ValueError(f"{value_dim} value channels do not split into {heads} heads of {key_dim}")
+    stacked = memory[0].stack.prefix(memory) if memory[0].stack is not None else None
+    if stacked is not None:  # the part's memory as it lies: no copy
+        keys, values = (t.to(dtype) for t in stacked)
+    else:
+        keys = torch.cat([e.keys.reshape(objects, key_dim, -1).transpose(1, 2) for e in memory], dim=1).to(dtype)
+        values = torch.cat([e.values.reshape(objects, value_dim, -1).transpose(1, 2) for e in memory], dim=1).to(dtype)
+    query = query_key.reshape(objects, key_dim, height * width).transpose(1, 2).to(dtype).contiguous()  # O, HW, Ck
+    # fused kernels take 4-d inputs (batch, heads, positions, channels): the objects are the batch
+    query = query.unsqueeze(1).expand(-1, heads, -1, -1)  # O, heads, HW, Ck (a view)
+    keys = keys.unsqueeze(1).expand(-1, heads, -1, -1)  # O, heads, THW, Ck (a view)
+    values = values.unflatten(2, (heads, value_dim // heads)).transpose(1, 2)  # O, heads, THW, Cv/heads
+    read = F.scaled_dot_product_attention(query, keys, values, scale=1.0 / math.sqrt(key_dim))
+    read = read.permute(0, 1, 3, 2).reshape(objects, value_dim, height, width)  # channel = head * Cv/heads + j
+    return torch.cat([read.to(query_value.dtype), query_value], dim=1)
 
 
 MEMORY_READS = {"naive": read_memory_naive, "bounded": read_memory_bounded}
@@ -336,12 +448,16 @@ class STM(nn.Module):
 
     Args:
         memory_read: "bounded" (the published read while the affinity fits a memory budget,
-            an online-softmax read beyond it: memory flat in T) or "naive" (always the published
+            torch's fused attention beyond it: memory flat in T) or "naive" (always the published
             read: memory grows with T * (h * w)^2).
         share_skips: compute the decoder's skip branches once per frame instead of once per
             object, as the published code does (the same sums in another batch layout: equal up
             to float rounding; about 15% less work).
         read_budget: bytes of affinity the bounded read may hold at once (``READ_CHUNK_BYTES``).
+        read_follows_autocast: under bf16/fp16 autocast the fused read runs in that dtype instead
+            of fp32 (``inference.driver.configure_model`` sets it on CUDA, where half precision
+            runs on the flash kernels; on the demo's finetuned checkpoint it moved 0.013% of labels
+            in bf16 and 0.008% in fp16, ``bench/bench_half_read.py``).
     """
 
     def __init__(
@@ -356,6 +472,7 @@ class STM(nn.Module):
         self.memory_read = memory_read
         self.share_skips = share_skips
         self.read_budget = read_budget
+        self.read_follows_autocast = False
 
     @property
     def memory_read(self) -> str:
@@ -385,7 +502,8 @@ class STM(nn.Module):
 
     def encode_query(self, frame: torch.Tensor) -> QueryFeatures:
         """The query frame's part of ``segment``: the query encoder, its key/value head and (with
-        ``share_skips``) the decoder's skip branches. frame: 1 x 3 x H x W."""
+        ``share_skips``) the decoder's skip branches. frame: 1 x 3 x H x W (or B frames at once:
+        B x 3 x H x W, then :meth:`QueryFeatures.split`)."""
         frame, pads = pad_to_multiple(frame, NETWORK_STRIDE)
         r4, r3, r2 = self.Encoder_Q(frame)
         key, value = self.KV_Q_r4(r4)  # 1 x 128 / 512 x f16
@@ -413,7 +531,8 @@ class STM(nn.Module):
         query_key = query.key.expand(objects, -1, -1, -1)
         query_value = query.value.expand(objects, -1, -1, -1)
         if self.memory_read == "bounded":
-            read = read_memory_bounded(memory, query_key, query_value, self.read_budget)  # O, 1024, f16
+            read = read_memory_bounded(memory, query_key, query_value, self.read_budget,
+                                       self.read_follows_autocast)  # O, 1024, f16  # fmt: skip
         else:
             read = read_memory_naive(memory, query_key, query_value)
         if query.skips_done:

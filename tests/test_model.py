@@ -15,9 +15,11 @@ from model.checkpoint import load_checkpoint
 from model.stm import (
     STM,
     MemoryEntry,
+    MemoryStack,
     crop_padding,
     pad_to_multiple,
     read_memory_bounded,
+    read_memory_fused,
     read_memory_naive,
     soft_aggregate,
 )
@@ -127,14 +129,59 @@ def test_bounded_read_is_the_naive_read_while_the_affinity_fits():
     assert torch.equal(read_memory_bounded(memory, qk, qv), read_memory_naive(memory, qk, qv))
 
 
-@pytest.mark.parametrize("chunk_bytes", [1, 2 * 4 * 20 * 7, 2 * 4 * 20 * 20])
-def test_bounded_read_beyond_its_budget_matches_the_naive_read(chunk_bytes):
-    # budgets that force one query row at a time, blocks of 7 rows, and whole entries
+@pytest.mark.parametrize("heads", [None, 1, 4], ids=["device", "one-head", "four-heads"])
+def test_the_fused_read_matches_the_naive_read(heads):
     memory, qk, qv = random_memory(5, seed=1)
-    torch.testing.assert_close(
-        read_memory_bounded(memory, qk, qv, chunk_bytes=chunk_bytes), read_memory_naive(memory, qk, qv),
-        rtol=1e-5, atol=1e-5,
-    )  # fmt: skip
+    fused = read_memory_fused(memory, qk, qv, value_heads=heads)
+    torch.testing.assert_close(fused, read_memory_naive(memory, qk, qv), rtol=1e-5, atol=1e-5)
+    assert torch.equal(fused[:, 512:], qv)
+    # the negative control: the values' channels in another order are not the read
+    shuffled = [MemoryEntry(e.keys, e.values.roll(1, dims=1)) for e in memory]
+    assert not torch.allclose(read_memory_fused(shuffled, qk, qv, value_heads=heads), fused, atol=1e-3)
+
+
+def test_bounded_read_beyond_its_budget_is_the_fused_read():
+    memory, qk, qv = random_memory(5, seed=1)
+    assert torch.equal(read_memory_bounded(memory, qk, qv, chunk_bytes=1), read_memory_fused(memory, qk, qv))
+
+
+def test_a_memory_stack_serves_the_fused_read_without_a_copy_and_keeps_the_entries():
+    memory, qk, qv = random_memory(6, seed=3)
+    stack = MemoryStack(capacity=1)  # grows twice on the way (1 -> 2 -> 4 -> 8)
+    stored = [stack.add(entry) for entry in memory]
+    assert stack.capacity == 8 and [e.slot for e in stored] == list(range(6))
+    for entry, kept in zip(memory, stored):
+        assert torch.equal(kept.keys, entry.keys) and torch.equal(kept.values, entry.values)
+    # the naive read of the stored views is the naive read of the entries, bit for bit
+    assert torch.equal(read_memory_naive(stored, qk, qv), read_memory_naive(memory, qk, qv))
+    # drop two (the last entry moves into a freed slot), then the read takes the buffers' prefix
+    stack.release(stored[1])
+    stack.release(stored[4])
+    live = [stored[i] for i in (0, 2, 3, 5)]
+    assert sorted(e.slot for e in live) == [0, 1, 2, 3] and torch.equal(live[3].keys, memory[5].keys)
+    keys, values = stack.prefix(live)
+    assert values.data_ptr() == stack.values.data_ptr()
+    assert keys.data_ptr() == stack.keys.data_ptr() and keys.shape[1] == 4 * 20, "a view of the buffer, no copy"
+    expected = read_memory_naive([memory[i] for i in (0, 2, 3, 5)], qk, qv)
+    torch.testing.assert_close(read_memory_fused(live, qk, qv), expected, rtol=1e-5, atol=1e-5)
+    # the negative control: a list that is not the stack's prefix is gathered, not taken from it
+    assert stack.prefix(live[:3]) is None
+    torch.testing.assert_close(read_memory_fused(live[:3], qk, qv), read_memory_naive(live[:3], qk, qv),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+
+
+def test_the_fused_read_takes_a_kernel_that_never_holds_the_affinity_on_the_cpu():
+    # the math kernel (torch's fallback) materialises the affinity; the CPU's flash kernel does not.
+    # Only the flash kernel allowed: the read's layout must be one it takes.
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    memory, qk, qv = random_memory(3, seed=2, size=(12, 20))
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+        fused = read_memory_fused(memory, qk, qv)
+        # the negative control: one head of 512 values is refused, for that reason
+        with pytest.raises(RuntimeError), pytest.warns(UserWarning, match="same last dimension"):
+            read_memory_fused(memory, qk, qv, value_heads=1)
+    torch.testing.assert_close(fused, read_memory_naive(memory, qk, qv), rtol=1e-5, atol=1e-5)
 
 
 def test_soft_aggregation():

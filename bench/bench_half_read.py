@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""What the memory read would cost in half precision: under bf16 / fp16 autocast the read runs in
+fp32 (``model.stm._fp32_read``); this propagates a clip both ways, the read in fp32 and the read
+in the autocast dtype (torch's fused attention on half-precision keys, values and query), and
+compares the labels of the part PNGs.
+
+usage:
+  python -m bench.bench_half_read --clip CLIP_FOLDER --load CKPT [--precisions bf16,fp16] [--fast]
+
+The decision rule (issue 28): the read may run in half precision only where it moves at most 0.1%
+of the labels against the fp32 read under the same autocast. Every read takes the fused path here
+(the budget set to 0), so both runs differ in the read's precision alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+import model.stm as stm
+from dataset.clip import scan_clip
+from inference.driver import configure_model, propagate_clip
+from inference.options import PropagationOptions
+from model.checkpoint import load_checkpoint
+from utils.device import prepare_device, resolve_device
+from utils.precision import PRECISIONS
+
+
+def half_read(dtype: torch.dtype):
+    """A bounded read that always takes the fused read, in ``dtype`` (autocast stays as it is)."""
+
+    def read(memory, query_key, query_value, chunk_bytes=0):
+        return stm.read_memory_fused.__wrapped__(memory, query_key, query_value, dtype=dtype)
+
+    return read
+
+
+def labels(save: Path) -> dict[str, np.ndarray]:
+    paths = sorted(save.glob("*/part*/*.png"))
+    return {p.relative_to(save).as_posix(): cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in paths}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clip", required=True, help="a clip folder with keyframe trimaps")
+    parser.add_argument("--load", required=True, help="the checkpoint (e.g. the demo's finetuned one)")
+    parser.add_argument("--precisions", default="bf16,fp16")
+    parser.add_argument("--fast", action="store_true")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    prepare_device(device)
+    base = stm.STM()
+    load_checkpoint(base, args.load)
+    clip = scan_clip(Path(args.clip))
+    print(f"# the read in half precision: {clip.path} ({len(clip)} frames), {args.load}, {device}"
+          f"{', --fast' if args.fast else ''}")  # fmt: skip
+    print("| autocast | read | labels vs the fp32 read | max diff /255 | verdict (<= 0.1% of labels moved) |")
+    print("|---|---|---|---|---|")
+    fused = stm.read_memory_bounded
+    with tempfile.TemporaryDirectory(prefix="bench-half-read-") as tmp:
+        for precision in args.precisions.split(","):
+            options = PropagationOptions(mem_every=5, precision=precision, fast=args.fast)
+            runs = {}
+            for read_name, read in (("fp32", lambda m, k, v, chunk_bytes=0: fused(m, k, v, 0)),
+                                    (precision, half_read(PRECISIONS[precision]))):  # fmt: skip
+                stm.read_memory_bounded = read
+                try:
+                    model = configure_model(copy.deepcopy(base), options, device)
+                    save = Path(tmp) / f"{precision}-{read_name}"
+                    propagate_clip(model, clip, save, options, device)
+                finally:
+                    stm.read_memory_bounded = fused
+                runs[read_name] = labels(save)
+            reference, half = runs["fp32"], runs[precision]
+            agree = float(np.mean([(half[k].argmax(2) == reference[k].argmax(2)).mean() for k in reference]))
+            diff = int(max(np.abs(half[k].astype(int) - reference[k]).max() for k in reference))
+            verdict = "may run in half precision" if 1 - agree <= 0.001 else "keep the read in fp32"
+            print(f"| {precision} | {precision} | {agree:.4%} | {diff} | {verdict} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
