@@ -65,7 +65,7 @@ _C.TRAIN.OPTIMIZER = "adam"
 _C.TRAIN.TOTAL_STEPS = 50
 _C.TRAIN.PRINT_FREQ = 10
 _C.TRAIN.IMAGE_FREQ = 500
-_C.TRAIN.PRECISION = "fp32"  # new: fp32, bf16 or fp16 (autocast; for GPUs and CPUs with AMX/AVX512-BF16)
+_C.TRAIN.PRECISION = "fp32"  # new: fp32, tf32 (NVIDIA Ampere+), bf16 or fp16 (autocast; GPUs, AMX/AVX512-BF16 CPUs)
 _C.TRAIN.CHANNELS_LAST = False  # new: channels_last tensors (no gain measured on the 2-core CPU; try on GPUs)
 
 

@@ -44,8 +44,11 @@ def test_the_cudnn_switches_of_system_and_no_tf32(tmp_path):
     prepare_device(torch.device("cuda", 0), cfg.SYSTEM)
     assert torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
     assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
-    prepare_device(torch.device("cuda", 0), load_config(None, []).SYSTEM)
+    prepare_device(torch.device("cuda", 0), load_config(None, ["SYSTEM.CUDNN_BENCHMARK", "False"]).SYSTEM)
     assert not torch.backends.cudnn.benchmark
+    default = load_config(None, []).SYSTEM
+    prepare_device(torch.device("cuda", 0), default)
+    assert torch.backends.cudnn.benchmark == default.CUDNN_BENCHMARK  # the default config's choice (autotuning on)
 
 
 @pytest.mark.parametrize("flags", [["--device", "cuda:0"], ["--gpu", "0"]], ids=["device", "gpu"])
@@ -75,8 +78,8 @@ def labels_of(result):
 
 @pytest.mark.parametrize(
     "options",
-    [{"precision": "bf16"}, {"precision": "fp16"}, {"fast": True, "compile": True}],
-    ids=["bf16", "fp16", "compile"],
+    [{"precision": "tf32"}, {"precision": "bf16"}, {"precision": "fp16"}, {"fast": True, "compile": True}],
+    ids=["tf32", "bf16", "fp16", "compile"],
 )
 def test_faster_paths_on_cuda_agree_with_fp32(tmp_path, clip, parity_weights, options):
     cuda = torch.device("cuda", 0)

@@ -55,7 +55,7 @@ def test_the_flags_are_flags_tgm_py_workspace_takes():
         ({"max_memory": 1}, "at least 2"),
         ({"max_internal_size": 32}, "at least 64"),
         ({"max_internal_size": True}, "max_internal_size must be a whole number"),
-        ({"precision": "int8"}, "precision must be one of fp32, bf16, fp16"),
+        ({"precision": "int8"}, "precision must be one of fp32, tf32, bf16, fp16"),
         ({"device": "tpu"}, "device must be auto, cpu, cuda, cuda:N or mps"),
         ({"device": "cuda:\u00b2"}, "device must be"),  # a digit to str.isdigit, not to torch
         ({"device": "cuda:0 --load /etc/passwd"}, "device must be"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -13,17 +13,29 @@ from utils.errors import UserError
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# name -> the autocast dtype (None: tensors stay fp32; tf32 rounds the inputs of CUDA's products)
+PRECISIONS = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def autocast_for(precision: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
-    """A factory of autocast contexts for ``precision`` on ``device`` (fp32: a null context).
+    """A factory of contexts for ``precision`` on ``device`` (fp32: a null context).
 
-    Convolutions and matrix products run in bf16/fp16; softmax, the memory read's scores and the
-    outputs stay fp32.
+    bf16/fp16: autocast; convolutions and matrix products run in bf16/fp16; softmax, the memory
+    read's scores and the outputs stay fp32. tf32 (CUDA, compute capability 8.0 and later): fp32
+    tensors, convolutions and matrix products on TF32 tensor cores (inputs rounded to 10 mantissa
+    bits) inside the context; outside it TF32 stays off, as ``utils.device.prepare_device`` left it.
     """
     if precision not in PRECISIONS:
         raise UserError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if precision == "tf32":
+        if device.type != "cuda":
+            raise UserError(
+                f"--precision tf32 runs on NVIDIA GPUs (Ampere and later); on {device.type} use fp32, or bf16 "
+                "where the CPU has AVX512-BF16 or AMX"
+            )
+        if torch.cuda.get_device_capability(device)[0] < 8:
+            raise UserError(f"{torch.cuda.get_device_name(device)} has no TF32 (it came with Ampere); use fp32 or fp16")
+        return tf32
     dtype = PRECISIONS[precision]
     if dtype is None:
         return contextlib.nullcontext
@@ -43,3 +55,14 @@ def cpu_has_fast_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@contextlib.contextmanager
+def tf32() -> Iterator[None]:
+    """CUDA convolutions (cuDNN) and matrix products in TF32 inside the block, the switches as they were after."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before

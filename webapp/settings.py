@@ -20,7 +20,7 @@ from utils.io import atomic_write_text
 
 SETTINGS_DIR = "settings"  # under the save folder's .app/: <clip>.json
 ESTIMATES_DIR = "estimates"  # under .app/: what tgm.py workspace --estimate measured, per clip and settings
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 HD_SHORTER_SIDE = 720  # a clip whose shorter side exceeds this gets the recommended internal size
 RECOMMENDED_INTERNAL_SIZE = 720  # docs/video-and-hd.md: labels 98% the full size's at 1080p, 2.9x faster (CPU)
 CPU_SHORTER_SIDE = 480  # without a GPU, frames whose shorter side exceeds this are propagated at it
@@ -143,7 +143,8 @@ def recommend(frames: int, height: int, width: int, machine: Machine) -> tuple[R
 TRADES = {
     "device": "where the network runs: auto picks a GPU when there is one",
     "fast": "faster (batch norms folded, channels-last); within rounding of the published computation",
-    "precision": "bf16/fp16 are 2-3x faster on GPUs and AMX CPUs but move labels: check them on your weights",
+    "precision": "bf16/fp16 are 2-3x faster on GPUs and AMX CPUs but move labels: check them on your weights; "
+    "tf32 (NVIDIA GPUs from Ampere on) keeps fp32 tensors and rounds the products' inputs",
     "max_internal_size": "propagate at this shorter side (0: full size): much faster on HD, a slightly looser band",
     "max_memory": "memory entries kept (0: every 5th frame, growing): bounded memory and time on long clips",
     "discard_parts": "fuse each frame as soon as it is done and delete its part PNGs: bounded disk, no reuse on reruns",
