@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import shutil
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +24,15 @@ from inference.layout import ResultFolder
 from inference.memory_bank import MemoryBank, Slot
 from inference.options import PropagationOptions
 from inference.plan import Part, part_confidence, plan_parts, work_units
-from inference.propagator import FrameSource, PartStep, Propagator, QueryCache, keyframe_probs, probs_to_image
+from inference.propagator import (
+    FrameSource,
+    HostProbs,
+    PartStep,
+    Propagator,
+    QueryCache,
+    keyframe_probs,
+    probs_to_image,
+)
 from inference.records import PartRecords, RunInputs
 from inference.uncertainty import uncertainty_of, write_uncertainty
 from model.checkpoint import load_checkpoint
@@ -54,6 +65,8 @@ def configure_model(model: STM, options: PropagationOptions, device: torch.devic
     """
     model.memory_read = "naive" if options.naive else "bounded"
     model.share_skips = options.fast
+    # on CUDA the fused read may run in half precision (at most 0.1% of labels moved, issue 28's rule)
+    model.read_follows_autocast = device.type == "cuda" and options.precision in ("bf16", "fp16")
     model.eval()
     if options.fast:
         model = fold_batch_norms(model)
@@ -173,7 +186,7 @@ def _propagate_parts(
         if mine:
             on_part = fusion.part_done if fusion else (lambda k: result.write_part_record(k, planned[k]))
             shared = _run_parts(model, clip, (height, width), parts, mine, result, options, keep_every, device,
-                                on_step, on_part=on_part)  # fmt: skip
+                                on_step, on_part=on_part, on_written=fusion.hold if fusion else None)  # fmt: skip
     except Exception as exc:  # every rank must reach agree_on_success, or the others wait forever
         error = exc
     finally:
@@ -188,12 +201,18 @@ def _propagate_parts(
     return Propagation(result, sorted(reused), to_compute, *shared)
 
 
+FUSION_HELD_BYTES = 1 << 30  # part images --discard_parts keeps in memory for fusing (1080p: about 170)
+
+
 class EarlyFusion:
     """``--discard_parts``: each frame is fused (ensemble trimap, overlay, uncertainty score) as
     soon as every part covering it is done, and then its part PNGs are deleted, so that the parts
-    on disk never hold more than the segments in progress."""
+    on disk never hold more than the segments in progress. The part images the writers just wrote
+    are kept in memory, up to ``held_bytes`` (the newest kept: the backward part of a segment
+    needs the forward part's last frames first), and fused from there instead of decoding their
+    PNGs again (the same pixels: PNG is lossless)."""
 
-    def __init__(self, result: ResultFolder, parts: list[Part], clip: Clip) -> None:
+    def __init__(self, result: ResultFolder, parts: list[Part], clip: Clip, held_bytes: int | None = None) -> None:
         self.result, self.parts, self.clip = result, parts, clip
         self.covering = frames_of(conf_of(parts, clip))  # stem -> [(part, weight)]
         self.waiting = {stem: len(covered) for stem, covered in self.covering.items()}
@@ -201,8 +220,29 @@ class EarlyFusion:
         self.frames = ClipFrames(clip.path, clip.stems, clip.frames)
         self.writer = BackgroundWriter(workers=1)
         self.scores: dict[str, float] = {}
+        self.held_bytes = FUSION_HELD_BYTES if held_bytes is None else held_bytes
+        self._held, self._held_total = OrderedDict(), 0
+        self._lock = threading.Lock()
+        self.decoded = 0  # part images read back from their PNGs (not held)
         result.ensemble_dir.mkdir(exist_ok=True)
         result.envis_dir.mkdir(exist_ok=True)
+
+    def hold(self, k: int, stem: str, image: np.ndarray) -> None:
+        """On a writer thread: part ``k``'s image of frame ``stem``, just written to its PNG."""
+        with self._lock:
+            self._held[(k, stem)] = image
+            self._held_total += image.nbytes
+            while self._held_total > self.held_bytes and self._held:
+                self._held_total -= self._held.popitem(last=False)[1].nbytes
+
+    def _part_image(self, k: int, stem: str) -> np.ndarray:
+        with self._lock:
+            image = self._held.pop((k, stem), None)
+            if image is not None:
+                self._held_total -= image.nbytes
+                return image
+        self.decoded += 1
+        return read_image(self.result.part_png(k, stem), cv2.IMREAD_COLOR)
 
     def part_done(self, k: int) -> None:
         """Part ``k``'s PNGs are written: fuse the frames it completes, then drop their part PNGs."""
@@ -212,7 +252,7 @@ class EarlyFusion:
             self.waiting[stem] -= 1
             if self.waiting[stem] == 0:
                 covered = self.covering[stem]
-                pngs = [read_image(self.result.part_png(j, stem), cv2.IMREAD_COLOR) for j, _ in covered]
+                pngs = [self._part_image(j, stem) for j, _ in covered]
                 weights = [w for _, w in covered]
                 self.scores[stem] = fuse_frame(self.result, stem, pngs, weights, self.frames, self.writer)
                 ready.append(stem)
@@ -242,12 +282,15 @@ def make_propagator(
         problems = trimap_warnings(labels)
         if problems:
             log.warning("keyframe %s has %s", clip.trimap_path(k), " and ".join(problems))
-    frames = FrameSource(clip, device, workers=min(options.n_threads, 2), memory_format=options.memory_format,
-                         size=working)  # fmt: skip
+    batch = options.query_batch_for(device, *working)
+    frames = FrameSource(clip, device, workers=options.io_threads(device), memory_format=options.memory_format,
+                         size=working, cache_size=6 + batch)  # fmt: skip
     budget = options.share_query_bytes(device)
+    if batch > 1 or budget > 0:
+        log.info("query frames: %d per batch; %.0f MiB to share between parts", batch, budget / 2**20)
     return Propagator(
         model, frames, keyframes, keep_every, options.max_memory, autocast_for(options.precision, device),
-        cache_keyframes=not options.naive, query_cache=QueryCache(budget) if budget > 0 else None,
+        cache_keyframes=not options.naive, query_cache=QueryCache(budget) if budget > 0 else None, query_batch=batch,
     )  # fmt: skip
 
 
@@ -263,6 +306,7 @@ def _run_parts(
     device: torch.device,
     on_step: OnStep | None,
     on_part: Callable[[int], None],
+    on_written: Callable[[int, str, np.ndarray], None] | None = None,
 ) -> tuple[int, int]:
     """Propagate the parts ``part_indices`` of ``parts`` and write their PNGs (frames: ``size``).
     Returns (segment steps that shared query features, the most bytes the query cache held)."""
@@ -271,22 +315,27 @@ def _run_parts(
     propagator = make_propagator(model, clip, options, keep_every, device)
     if propagator.query_cache is not None:
         propagator.query_cache.expect([parts[k] for k in part_indices])
-    writer = BackgroundWriter(workers=1 if options.n_threads > 0 else 0)
+    writer = BackgroundWriter(workers=options.io_threads(device))
     total = sum(len(parts[k]) for k in part_indices)
     last_visit = {f: k for k in part_indices for f in (*parts[k].frames, *parts[k].fixed)}
     forget = getattr(clip.frames, "forget", None)  # a video's decoded frames, once no part needs them
     start = time.perf_counter()
+    first_visit = None  # seconds to the first segmented frame: cuDNN autotuning and compiling show here
     try:
         with progress(total=total, desc=clip.name, unit="frame") as bar:
             for k in part_indices:
                 result.part_dir(k).mkdir(exist_ok=True)
                 bar.set_postfix_str(f"part {k + 1}/{len(parts)}", refresh=False)
                 for step in propagator.run_part(parts[k]):
-                    probs = probs_to_image(step.probs, *working, frame_size=size)
+                    host = HostProbs.of(step.probs, *working, frame_size=size)
                     if on_step is not None:
-                        on_step(k, step, probs)
-                    writer.submit(atomic_write_png, result.part_png(k, clip.stems[step.frame]), probs_to_png(probs))
+                        on_step(k, step, host.numpy())
+                    stem = clip.stems[step.frame]
+                    writer.submit(write_part_png, result.part_png(k, stem), host, functools.partial(on_written, k, stem)
+                                  if on_written else None)  # fmt: skip
                     bar.update(1)
+                    if first_visit is None and step.local_index > 0:
+                        first_visit = time.perf_counter() - start
                 writer.flush()
                 on_part(k)
                 if forget is not None:
@@ -299,7 +348,11 @@ def _run_parts(
         writer.close()
         propagator.frames.close()
     elapsed = time.perf_counter() - start
-    log.info("%d frames in %.1f s (%.2f frames/s) -> %s", total, elapsed, total / max(elapsed, 1e-9), result.path)
+    log.info("%d frames in %.1f s (%.2f frames/s; first visit %.1f s) -> %s", total, elapsed,
+             total / max(elapsed, 1e-9), first_visit or 0.0, result.path)  # fmt: skip
+    if device.type == "cuda":
+        peaks = torch.cuda.max_memory_reserved(device) / 2**20, torch.cuda.max_memory_allocated(device) / 2**20
+        log.info("GPU memory: at most %.0f MiB reserved, %.0f MiB allocated (this process so far)", *peaks)
     cache = propagator.query_cache
     if cache is None:
         return 0, 0
@@ -307,6 +360,15 @@ def _run_parts(
         log.info("query features shared: %d of %d segment steps, at most %.0f MiB held", cache.hits,
                  cache.hits + cache.misses, cache.peak_bytes / 2**20)  # fmt: skip
     return cache.hits, cache.peak_bytes
+
+
+def write_part_png(path: Path, probs: HostProbs, written: Callable[[np.ndarray], None] | None = None) -> None:
+    """On a writer thread: wait for the step's probabilities, quantise them, write the part PNG
+    (then hand the image to ``written``)."""
+    image = probs_to_png(probs.numpy())
+    atomic_write_png(path, image)
+    if written is not None:
+        written(image)
 
 
 @dataclass(frozen=True)

@@ -10,16 +10,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 
 import torch
 
 from dataset.prepare import internal_size
+from utils.device import device_free_bytes
 from utils.errors import UserError
 from utils.precision import PRECISIONS
 
 DEFAULT_SHARE_MIB_CPU = 2048
-DEFAULT_SHARE_MIB_GPU = 8192
+GPU_SHARE_OF_FREE = 0.25  # of the GPU memory free when a run starts: the default query-sharing budget there
+# What encoding one query frame takes at its peak in fp32, per pixel: the trunk's largest live
+# activations (stride 2 and 4) and the features kept (skips at stride 4 and 8, key and value at 16).
+QUERY_BYTES_PER_PIXEL = 256
+MAX_QUERY_BATCH = 8
 
 
 @dataclass(frozen=True)
@@ -29,8 +35,9 @@ class PropagationOptions:
     mem_every: as given on the command line; 0 means "derive it from max_memory". Names the
         result folder.
     max_memory: bound on the non-keyframe entries a memory read sees, or None.
-    n_threads: background threads for reading frames and writing PNGs (0: inline).
-    precision: fp32, bf16 or fp16 (autocast).
+    n_threads: background threads for reading frames and for writing PNGs, each (0: inline; None:
+        the device's default, see :meth:`io_threads`).
+    precision: fp32, tf32 (CUDA), bf16 or fp16 (autocast).
     naive / fast: the computation path (see inference.driver.configure_model).
     compile: torch.compile the encoders and the decoder (once per run; shapes are fixed per clip).
     recompute: compute every part, even those an earlier run into the same folder finished with
@@ -42,11 +49,14 @@ class PropagationOptions:
         size, the published computation; None: not given, the config says). Part of the fingerprint.
     discard_parts: fuse each frame as soon as every part covering it is done and delete its part
         PNGs (disk for long clips grows with the fused trimaps only; reruns cannot reuse parts).
+    query_batch: query frames encoded in one batch (0: the device's choice, see
+        :meth:`query_batch_for`). Moves results by rounding at most, so it is not part of a part's
+        fingerprint.
     """
 
     mem_every: int = 5
     max_memory: int | None = None
-    n_threads: int = 1
+    n_threads: int | None = None
     precision: str = "fp32"
     naive: bool = False
     fast: bool = False
@@ -55,6 +65,7 @@ class PropagationOptions:
     share_query_mib: int | None = -1
     max_internal_size: int | None = 0
     discard_parts: bool = False
+    query_batch: int = 0
 
     def __post_init__(self) -> None:
         if self.mem_every < 0:
@@ -63,7 +74,7 @@ class PropagationOptions:
             raise UserError(f"--max_memory {self.max_memory}: must be >= 1 (or leave it out for no bound)")
         if self.mem_every == 0 and self.max_memory is None:
             raise UserError("--mem_every 0 needs --max_memory M (then every ceil(N / M)-th frame is kept)")
-        if self.n_threads < 0:
+        if self.n_threads is not None and self.n_threads < 0:
             raise UserError(f"--n_threads {self.n_threads}: must be >= 0")
         if self.precision not in PRECISIONS:
             raise UserError(f"--precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
@@ -74,6 +85,8 @@ class PropagationOptions:
                 f"--max_internal_size {self.max_internal_size}: give the shorter side in pixels, at least 32 "
                 "(e.g. 480 or 720), or 0 for the frames' own size"
             )
+        if self.query_batch < 0:
+            raise UserError(f"--query_batch {self.query_batch}: give frames >= 1, or 0 for the device's choice")
         if self.naive and (self.fast or self.compile):
             raise UserError("--naive is the published computation as it was: it takes neither --fast nor --compile")
 
@@ -84,7 +97,7 @@ class PropagationOptions:
             mem_every=args.mem_every, max_memory=args.max_memory, n_threads=args.n_threads,
             precision=args.precision, naive=args.naive, fast=args.fast, compile=args.compile, recompute=args.recompute,
             share_query_mib=args.share_query_mib, max_internal_size=args.max_internal_size,
-            discard_parts=args.discard_parts,
+            discard_parts=args.discard_parts, query_batch=args.query_batch,
         )  # fmt: skip
 
     def with_config(self, system) -> PropagationOptions:
@@ -102,14 +115,38 @@ class PropagationOptions:
         return internal_size(height, width, self.max_internal_size or 0)
 
     def share_query_bytes(self, device: torch.device) -> int:
-        """The query-sharing budget in bytes: the given MiB, or by default 8 GiB on a GPU and
-        2 GiB elsewhere; none on the naive path (the published computation as it was)."""
+        """The query-sharing budget in bytes: the given MiB, or by default a quarter of the memory
+        this process may still take on a GPU when asked (``utils.device.device_free_bytes``: the
+        card's free memory within any per-process cap) and 2 GiB elsewhere; none on the naive path
+        (the published computation as it was)."""
         if self.naive:
             return 0
         mib = -1 if self.share_query_mib is None else self.share_query_mib
-        if mib < 0:
-            mib = DEFAULT_SHARE_MIB_GPU if device.type == "cuda" else DEFAULT_SHARE_MIB_CPU
-        return mib * 2**20
+        if mib >= 0:
+            return mib * 2**20
+        free = device_free_bytes(device)
+        return int(free * GPU_SHARE_OF_FREE) if free is not None else DEFAULT_SHARE_MIB_CPU * 2**20
+
+    def io_threads(self, device: torch.device) -> int:
+        """Threads reading frames ahead, and threads encoding and writing PNGs: ``n_threads`` when
+        given, else 1 on the CPU (the network needs its cores) and one per core on a GPU, where
+        decoding frames and encoding PNGs (OpenCV, without the GIL) must keep up with the device."""
+        if self.n_threads is not None:
+            return self.n_threads
+        return 1 if device.type == "cpu" else max(1, os.cpu_count() or 1)
+
+    def query_batch_for(self, device: torch.device, height: int, width: int) -> int:
+        """Query frames of ``height`` x ``width`` (the working size) encoded in one batch:
+        ``query_batch`` when given; by default 1 on the CPU (no gain there: each frame already
+        fills the cores) and on a GPU as many as a tenth of its free memory holds at
+        QUERY_BYTES_PER_PIXEL (at 1088x1920: 4 with 20 GiB free, 8 with 130 GiB free), at most
+        MAX_QUERY_BATCH; 1 on the naive path."""
+        if self.query_batch:
+            return self.query_batch
+        free = device_free_bytes(device)
+        if self.naive or free is None:
+            return 1
+        return max(1, min(MAX_QUERY_BATCH, int(free * 0.1) // (QUERY_BYTES_PER_PIXEL * height * width)))
 
     def keep_every(self, num_frames: int) -> int:
         """The memory interval for a clip of ``num_frames`` frames: ``mem_every`` when given,
@@ -129,19 +166,23 @@ def add_propagation_arguments(parser: argparse.ArgumentParser) -> None:
         "--mem_every", type=int, default=5, help="keep every N-th frame in memory (0: from --max_memory)"
     )
     parser.add_argument("--max_memory", type=int, default=None, help="at most M non-keyframe entries in memory")
-    parser.add_argument("--n_threads", type=int, default=1, help="background threads reading frames / writing PNGs")
+    parser.add_argument(
+        "--n_threads", type=int, default=None, help="background threads reading frames, and as many writing PNGs "
+        "(default: 1 on the CPU, one per core with a GPU; 0: inline)",
+    )  # fmt: skip
     parser.add_argument(
         "--recompute", action="store_true", help="compute every part; by default a rerun into the same --save "
         "reuses the parts whose inputs (frames, keyframe trimaps, weights, options) did not change",
     )  # fmt: skip
     parser.add_argument(
         "--precision", choices=tuple(PRECISIONS), default="fp32", help="fp32 (default, matches the published numbers), "
-        "bf16 or fp16 (autocast: faster on GPUs and on CPUs with AMX/AVX512-BF16)",
+        "tf32 (fp32 tensors, TF32 tensor cores: NVIDIA Ampere and later), bf16 or fp16 (autocast: faster on GPUs "
+        "and on CPUs with AMX/AVX512-BF16)",
     )  # fmt: skip
     parser.add_argument(
         "--share_query_mib", type=int, default=None, help="MiB of query features the forward and backward parts "
         "of a segment share (the same results, less work; default: SYSTEM.SHARE_QUERY_MIB, -1 = 2048 on the CPU, "
-        "8192 on a GPU; 0: off)",
+        "a quarter of the free memory on a GPU; 0: off)",
     )  # fmt: skip
     parser.add_argument(
         "--max_internal_size", type=int, default=None, help="propagate with the frames' shorter side scaled to this "
@@ -151,6 +192,10 @@ def add_propagation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--discard_parts", action="store_true", help="fuse each frame as soon as its parts are done and delete "
         "their probability PNGs: disk grows with the fused trimaps only (for long clips; no part reuse on reruns)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--query_batch", type=int, default=0, help="query frames encoded in one batch (they do not depend on the "
+        "memory; within rounding of one at a time). 0: 1 on the CPU, from the free memory on a GPU (at most 8)",
     )  # fmt: skip
     path = parser.add_mutually_exclusive_group()
     path.add_argument(

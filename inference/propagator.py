@@ -19,7 +19,7 @@ from dataset.prepare import frame_to_tensor, pad_reflect, resize_frame, resize_l
 from dataset.trimap import labels_to_onehot
 from inference.memory_bank import MemoryBank, Slot
 from inference.plan import Part
-from model.stm import STM, MemoryEntry, QueryFeatures
+from model.stm import STM, MemoryEntry, MemoryStack, QueryFeatures
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,9 @@ class FrameSource:
 
     def _load(self, index: int) -> torch.Tensor:
         rgb = self.clip.read_frame(index)
-        return pad_reflect(frame_to_tensor(rgb if self.size is None else resize_frame(rgb, self.size)))
+        tensor = pad_reflect(frame_to_tensor(rgb if self.size is None else resize_frame(rgb, self.size)))
+        # page-locked on the reading thread, so that the copy to a GPU runs without the host waiting
+        return tensor.pin_memory() if self.device.type == "cuda" else tensor
 
     def prefetch(self, indices: list[int]) -> None:
         """Start loading these frames (no-op without workers or when already loaded)."""
@@ -77,7 +79,7 @@ class FrameSource:
             item = self._load(index)
         elif isinstance(item, Future):
             item = item.result()
-        item = item.to(self.device, memory_format=self.memory_format)
+        item = item.to(self.device, memory_format=self.memory_format, non_blocking=True)
         with self._lock:
             self._futures[index] = item
             self._futures.move_to_end(index)
@@ -111,6 +113,9 @@ class QueryCache:
         """The parts this run will compute, in order: which frames they segment, and how often."""
         for part in parts:
             self._visits.update(part.frames[1:])
+
+    def holds(self, frame: int) -> bool:
+        return frame in self._kept
 
     def take(self, frame: int) -> QueryFeatures | None:
         """A visit to ``frame``: its kept features (then dropped) or None."""
@@ -159,6 +164,8 @@ class Propagator:
         autocast: a context factory for the precision (see utils.precision.autocast_for).
         cache_keyframes: encode each keyframe once per run (False: once per part, as published).
         query_cache: share the query frames' features between the parts of a run (None: off).
+        query_batch: encode the query features of up to this many upcoming frames of a part in one
+            batch (they do not depend on the memory); 1: one frame at a time.
     """
 
     def __init__(
@@ -171,6 +178,7 @@ class Propagator:
         autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
         cache_keyframes: bool = True,
         query_cache: QueryCache | None = None,
+        query_batch: int = 1,
     ) -> None:
         self.model = model
         self.frames = frames
@@ -181,6 +189,8 @@ class Propagator:
         self.cache_keyframes = cache_keyframes
         self._fixed: dict[int, MemoryEntry] = {}
         self.query_cache = query_cache
+        self.query_batch = max(1, query_batch)
+        self._ahead: dict[int, QueryFeatures] = {}  # encoded with an earlier frame of this part's batch
 
     def _memorize(self, index: int, probs: torch.Tensor) -> MemoryEntry:
         with self.autocast():
@@ -197,32 +207,56 @@ class Propagator:
     def run_part(self, part: Part) -> Iterator[PartStep]:
         """Yield the part's frames in visiting order with their probabilities."""
         self.frames.prefetch(list(part.frames[:3]) + list(part.fixed))
+        # The bounded read's memory laid out for the fused read (no copy per read); the naive path
+        # keeps the published layout.
+        stack = MemoryStack(len(part.fixed) + (self.max_memory or 8)) if self.model.memory_read == "bounded" else None
+        stored = stack.add if stack is not None else (lambda entry: entry)
         bank: MemoryBank[MemoryEntry] = MemoryBank(
-            [Slot(k, self.fixed_entry(k)) for k in part.fixed], self.keep_every, self.max_memory
+            [Slot(k, stored(self.fixed_entry(k))) for k in part.fixed], self.keep_every, self.max_memory
         )
         previous = self.keyframes[part.start]
+        self._ahead.clear()
         yield PartStep(0, part.start, previous)
         for i in range(1, len(part)):
             frame_index = part.frames[i]
-            self.frames.prefetch(list(part.frames[i : i + 3]))
+            self.frames.prefetch(list(part.frames[i : i + 2 + self.query_batch]))
             if i >= 2:
-                bank.set_temporary(Slot(part.frames[i - 1], self._memorize(part.frames[i - 1], previous)))
-            query = self._query(frame_index)
+                if stack is not None and bank.temporary is not None:
+                    stack.release(bank.temporary.entry)  # replaced, not kept
+                entry = stored(self._memorize(part.frames[i - 1], previous))
+                bank.set_temporary(Slot(part.frames[i - 1], entry))
+            query = self._query(frame_index, part.frames[i + 1 : i + self.query_batch])
             with self.autocast():
                 logits = self.model.segment(None, [slot.entry for slot in bank.slots()], query=query)
             probs = F.softmax(logits.float(), dim=1)
-            bank.after_segment(i)
+            dropped = bank.after_segment(i)
+            if stack is not None and dropped is not None:
+                stack.release(dropped.entry)
             yield PartStep(i, frame_index, probs)
             previous = probs
 
-    def _query(self, frame_index: int) -> QueryFeatures:
-        """The query features of a frame: shared from an earlier part's visit, or computed."""
+    def _query(self, frame_index: int, following: tuple[int, ...] = ()) -> QueryFeatures:
+        """The query features of a frame: shared from an earlier part's visit, encoded with an
+        earlier frame's batch, or computed, together with those of the ``following`` frames of the
+        part that have none yet (up to ``query_batch`` frames in one batch)."""
         query = self.query_cache.take(frame_index) if self.query_cache is not None else None
+        if query is not None:
+            return query
+        query = self._ahead.pop(frame_index, None)
         if query is None:
+            cache = self.query_cache
+            batch = [frame_index] + [
+                f for f in following if f not in self._ahead and (cache is None or not cache.holds(f))
+            ]
             with self.autocast():
-                query = self.model.encode_query(self.frames.get(frame_index))
-            if self.query_cache is not None:
-                self.query_cache.offer(frame_index, query)
+                if len(batch) == 1:
+                    query = self.model.encode_query(self.frames.get(frame_index))
+                else:
+                    frames = torch.cat([self.frames.get(f) for f in batch])
+                    query, *rest = self.model.encode_query(frames).split()
+                    self._ahead.update(zip(batch[1:], rest))
+        if self.query_cache is not None:
+            self.query_cache.offer(frame_index, query)
         return query
 
 
@@ -231,7 +265,33 @@ def probs_to_image(
 ) -> np.ndarray:
     """1 x 3 x Hp x Wp probabilities -> H x W x 3 float32 numpy, cropped to the ``height`` x ``width``
     they were computed at, then (``frame_size``, h w, when it differs) scaled bilinearly to the frame's size."""
-    probs = probs[:, :, :height, :width].float()
-    if frame_size is not None and frame_size != (height, width):
-        probs = F.interpolate(probs, size=frame_size, mode="bilinear", align_corners=False)
-    return probs[0].permute(1, 2, 0).cpu().numpy()
+    return HostProbs.of(probs, height, width, frame_size).numpy()
+
+
+class HostProbs:
+    """A step's probabilities on their way to the host: cropped and scaled where they were computed
+    (as :func:`probs_to_image` says), then copied without making the host wait: on a GPU into
+    page-locked memory behind a CUDA event, so the next step is queued while the copy runs and a
+    writer thread waits for it (:meth:`numpy`); elsewhere the tensor itself."""
+
+    def __init__(self, tensor: torch.Tensor, event: torch.cuda.Event | None = None) -> None:
+        self._tensor, self._event = tensor, event
+
+    @classmethod
+    def of(cls, probs: torch.Tensor, height: int, width: int, frame_size: tuple[int, int] | None = None) -> HostProbs:
+        probs = probs[:, :, :height, :width].float()
+        if frame_size is not None and frame_size != (height, width):
+            probs = F.interpolate(probs, size=frame_size, mode="bilinear", align_corners=False)
+        if probs.device.type != "cuda":
+            return cls(probs.cpu())
+        host = torch.empty(probs.shape, dtype=probs.dtype, pin_memory=True)
+        host.copy_(probs, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        return cls(host, event)
+
+    def numpy(self) -> np.ndarray:
+        """H x W x 3 float32 (waits for the copy)."""
+        if self._event is not None:
+            self._event.synchronize()
+        return self._tensor[0].permute(1, 2, 0).numpy()

@@ -12,13 +12,14 @@ import torch
 
 from dataset.clip import scan_clip
 from dataset.synthetic import make_synthetic_clip
-from helpers import FIXTURES, PARITY_CLEAR_SLACK, compare_results, run_script, write_cfg
+from helpers import FIXTURES, PARITY_CLEAR_SLACK, compare_results, run_main, run_script, write_cfg
 from inference.driver import configure_model, propagate_clip
 from inference.options import PropagationOptions
 from model.stm import STM
 from model.weights import trainable_random_init
 from utils.device import resolve_device
 from utils.errors import UserError
+from utils.precision import autocast_for, tf32
 
 CPU = torch.device("cpu")
 CASE = FIXTURES / "parity_case1"
@@ -92,6 +93,60 @@ def test_the_published_gpu_flag_on_a_machine_without_cuda():
         resolve_device("cuda", gpu=1)
     with pytest.raises(UserError, match="not a device"):
         resolve_device("tpu:x")
+
+
+@pytest.mark.unit
+def test_batched_query_frames_agree_with_one_at_a_time(tmp_path, quiet_model, monkeypatch):
+    sample = make_synthetic_clip(tmp_path / "ws", "c", num_frames=7, size=(44, 58), keyframes=(0, 6), seed=4)
+    clip = scan_clip(sample.folder)
+    batches = []
+    encode = STM.encode_query
+    monkeypatch.setattr(STM, "encode_query", lambda self, frame: batches.append(len(frame)) or encode(self, frame))
+    single = decode(propagate(quiet_model, clip, tmp_path / "one", query_batch=1))
+    frames, batches[:] = sum(batches), []
+    batched = decode(propagate(quiet_model, clip, tmp_path / "three", query_batch=3))
+    assert max(batches) == 3 and sum(batches) == frames, f"each query frame once (then shared), in batches: {batches}"
+    assert batched.keys() == single.keys()
+    agree = np.mean([(batched[k].argmax(2) == single[k].argmax(2)).mean() for k in single])
+    worst = max(np.abs(batched[k].astype(int) - single[k]).max() for k in single)
+    assert agree > 0.999 and worst <= 2, (agree, worst)
+
+
+@pytest.mark.unit
+def test_the_query_batch_comes_from_the_free_gpu_memory(monkeypatch):
+    import inference.options as options_module
+
+    cuda = torch.device("cuda", 0)
+    for free_gib, batch in ((130, 8), (20, 4), (2, 1), (0, 1)):  # 1088x1920: 535 MB a frame at 256 B a pixel
+        monkeypatch.setattr(
+            options_module, "device_free_bytes", lambda device, f=free_gib: f * 2**30 if device.type == "cuda" else None
+        )
+        assert PropagationOptions().query_batch_for(cuda, 1088, 1920) == batch, free_gib
+    assert PropagationOptions().query_batch_for(CPU, 1088, 1920) == 1
+    assert PropagationOptions(query_batch=5).query_batch_for(CPU, 1088, 1920) == 5
+    with pytest.raises(UserError, match="--query_batch -1"):
+        PropagationOptions(query_batch=-1)
+
+
+@pytest.mark.unit
+def test_tf32_is_a_cuda_mode_refused_elsewhere_with_what_to_use(tmp_path, tiny_clip, parity_weights):
+    with pytest.raises(UserError, match=r"tf32 runs on NVIDIA GPUs.*use fp32"):
+        autocast_for("tf32", CPU)
+    run = run_main("test_mf_2.py", "--cfg", write_cfg(tmp_path / "t.yaml", tiny_clip.path), "--load", parity_weights,
+                   "--save", tmp_path / "o", "--precision", "tf32", "--device", "cpu")  # fmt: skip
+    assert run.returncode == 2 and "tf32 runs on NVIDIA GPUs" in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.unit
+def test_the_tf32_context_turns_tf32_on_inside_and_restores_the_switches():
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with tf32():
+            assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
 
 
 def _randomised_batch_norms(model: STM) -> STM:

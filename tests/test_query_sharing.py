@@ -80,3 +80,32 @@ def test_under_torchrun_a_segment_goes_to_one_rank_when_sharing():
     assert work_units(parts, range(len(parts)), segments_together=True) == [[0], [1, 2], [3, 4], [5]]
     assert work_units(parts, range(len(parts)), segments_together=False) == [[k] for k in range(6)]
     assert work_units(parts, [2, 3, 5], segments_together=True) == [[2], [3], [5]]
+
+
+@pytest.mark.unit
+def test_the_gpu_budget_is_a_quarter_of_the_memory_free_at_start(monkeypatch):
+    import inference.options as options_module
+
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    for free_gib, budget_gib in ((24, 6), (2, 0.5), (130, 32.5)):  # a stubbed free-memory figure, no GPU needed
+        monkeypatch.setattr(
+            options_module, "device_free_bytes", lambda device, f=free_gib: f * 2**30 if device.type == "cuda" else None
+        )
+        assert PropagationOptions().share_query_bytes(cuda) == budget_gib * 2**30
+    assert PropagationOptions().share_query_bytes(cpu) == 2048 * 2**20, "the CPU keeps its fixed default"
+    assert PropagationOptions(share_query_mib=100).share_query_bytes(cuda) == 100 * 2**20, "a given budget wins"
+    assert PropagationOptions(naive=True).share_query_bytes(cuda) == 0
+
+
+@pytest.mark.unit
+def test_the_free_gpu_memory_respects_a_per_process_cap(monkeypatch):
+    from utils.device import device_free_bytes
+
+    cuda = torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (100 * 2**30, 141 * 2**30))  # an idle H200
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 4 * 2**30)
+    monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", lambda device: 24 / 141, raising=False)
+    assert abs(device_free_bytes(cuda) - 20 * 2**30) < 2**20, "capped at 24 GB, 4 of them already held"
+    monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", lambda device: 1.0)
+    assert device_free_bytes(cuda) == 100 * 2**30, "no cap: what the driver says is free"
+    assert device_free_bytes(torch.device("cpu")) is None

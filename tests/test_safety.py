@@ -440,7 +440,8 @@ def test_the_app_stopped_by_a_signal_stops_its_job(tmp_path, workspace, parity_w
         os.kill(job, signal.SIGSTOP)  # the event: the job runs; hold it there so it cannot finish first
         app.send_signal(sig)
         time.sleep(0.5)
-        os.kill(job, signal.SIGCONT)
+        with contextlib.suppress(ProcessLookupError):  # it may already be gone: then it ended with the app
+            os.kill(job, signal.SIGCONT)
         app.wait(timeout=60)
         assert app.returncode == 0
         assert not Path(f"/proc/{job}").exists(), "the job's process ended with the app"

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+import inference.driver as driver
 from dataset.clip import open_clip_frames, scan_clip
 from dataset.prepare import internal_size, resize_labels
 from dataset.synthetic import make_synthetic_clip
@@ -319,16 +320,26 @@ def test_test_mf_2_on_a_video_gives_the_trimaps_of_its_frames(tmp_path, parity_w
 
 
 @pytest.mark.e2e
-def test_discarding_parts_fuses_the_same_trimaps_and_keeps_no_part(tmp_path, parity_weights):
+@pytest.mark.parametrize("held", [None, 0], ids=["fused-from-memory", "read-back"])
+def test_discarding_parts_fuses_the_same_trimaps_and_keeps_no_part(tmp_path, parity_weights, monkeypatch, held):
+    if held is not None:  # nothing held in memory: every part image is decoded from its PNG again
+        monkeypatch.setattr(driver, "FUSION_HELD_BYTES", held)
+    decoded = []
+    read_image = driver.read_image
+    monkeypatch.setattr(driver, "read_image", lambda path, *a: decoded.append(path) or read_image(path, *a))
     sample = make_synthetic_clip(tmp_path / "ws", "clip", 12, (64, 96), keyframes=(2, 8))
     frames = [read_rgb(p) for p in sorted(sample.folder.glob("*_rgb.png"))]
     video = video_of(frames, tmp_path / "videos" / "clip.mkv")
     shutil.copytree(sample.folder, tmp_path / "videos" / "clip_trimaps", ignore=shutil.ignore_patterns("*_rgb.png"))
     kept = run_clip(scan_clip(sample.folder), tmp_path / "kept", PropagationOptions(), CPU, checkpoint=parity_weights)
     clip = scan_clip(video)
+    decoded.clear()
     discarded = run_clip(clip, tmp_path / "discarded", PropagationOptions(discard_parts=True), CPU,
                          checkpoint=parity_weights)  # fmt: skip
     assert not discarded.result.part_dirs() and not discarded.fused  # fused while propagating
+    part_reads = [p for p in decoded if p.parent.name.startswith("part")]
+    part_images = sum(len(part) for part in kept.result.read_conf())
+    assert len(part_reads) == (0 if held is None else part_images), "the parts' images: held, or decoded again"
     assert clip.video.decoded == 12 and clip.video.cache.ram_held == 0  # each frame decoded once, then let go
     assert sorted(p.name for p in discarded.result.path.iterdir()) == [
         ".lock", "conf.json", "ensemble", "envis", "uncertainty.json", "uncertainty.png"

@@ -46,6 +46,19 @@ def resolve_device(name: str = "auto", gpu: int | None = None) -> torch.device:
     return device
 
 
+def device_free_bytes(device: torch.device) -> int | None:
+    """Bytes this process may still take on a CUDA ``device``: the driver's free memory, capped by
+    the share ``torch.cuda.set_per_process_memory_fraction`` allows less what the allocator already
+    holds; None on other devices."""
+    if device.type != "cuda":
+        return None
+    free, total = torch.cuda.mem_get_info(device)
+    fraction = getattr(torch.cuda, "get_per_process_memory_fraction", None)
+    if fraction is not None:
+        free = min(free, max(0, int(fraction(device) * total) - torch.cuda.memory_reserved(device)))
+    return free
+
+
 def prepare_device(device: torch.device, system=None) -> None:
     """Per-device settings: flush subnormal floats on the CPU (softmax in the memory read makes
     them, and they made a segment step up to 8x slower); on CUDA the cuDNN switches of the

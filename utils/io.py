@@ -163,20 +163,22 @@ class BackgroundWriter:
     """Writes files on a background thread so the network never waits on disk.
 
     ``submit`` queues a write; ``flush`` waits for all queued writes and re-raises the first
-    error. With ``workers == 0`` writes happen inline.
+    error. With ``workers == 0`` writes happen inline. At most ``8 + 4 * workers`` writes wait at
+    once (``submit`` then waits for the oldest), which bounds the memory their inputs hold.
     """
 
     def __init__(self, workers: int = 1) -> None:
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="writer") if workers > 0 else None
         self._pending: list[Future] = []
+        self._most = 8 + 4 * workers
 
     def submit(self, function: Callable[..., None], *args: Any) -> None:
         if self._pool is None:
             function(*args)
             return
         self._pending.append(self._pool.submit(function, *args))
-        if len(self._pending) > 64:
-            self._drain(keep=16)
+        if len(self._pending) > self._most:
+            self._drain(keep=self._most // 2)
 
     def _drain(self, keep: int = 0) -> None:
         while len(self._pending) > keep:
