@@ -62,6 +62,7 @@ PATHS = {
     "fast-compiled": {"fast": True, "compile": True},
     "fast-bf16": {"fast": True, "precision": "bf16"},
     "fast-fp16": {"fast": True, "precision": "fp16"},
+    "fast-tf32": {"fast": True, "precision": "tf32"},
     "compiled-bf16": {"fast": True, "compile": True, "precision": "bf16"},
 }
 
@@ -259,21 +260,33 @@ def print_table(rows: list[dict], machine: dict) -> None:
 
 
 def profile(model: STM, clip, options: PropagationOptions, device: torch.device, save: Path, name: str) -> None:
-    """Where one propagation of the clip spends its time: operators by self time, with the
-    convolutions (eager or compiled) summed into one line."""
+    """Where one propagation of the clip spends its time: the top 20 operators by self time on the
+    device (CUDA time on a GPU, CPU time elsewhere), the convolutions (eager or compiled) summed,
+    and on a GPU its busy share (kernel time over the propagation's wall time) and peak memory."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     with torch_profile(activities=activities) as prof:
+        start = time.perf_counter()
         propagate_clip(model, clip, save, options, device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        wall = time.perf_counter() - start
     events = prof.key_averages()
     attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     total = sum(getattr(e, attr) for e in events)
     conv = sum(getattr(e, attr) for e in events if "conv" in e.key.lower())
-    print(f"\nprofile of {name}: {total / 1e6:.1f} s of operator self time; convolutions {conv / total:.0%}")
-    for event in sorted(events, key=lambda e: getattr(e, attr), reverse=True)[:15]:
-        print(f"  {getattr(event, attr) / total:>6.1%}  {event.count:>6}x  {event.key[:70]}")
+    print(f"\nprofile of {name}: {total / 1e6:.1f} s of operator self time in {wall:.1f} s of wall time (profiled); "
+          f"convolutions {conv / max(total, 1):.0%}")  # fmt: skip
+    if device.type == "cuda":
+        print(f"GPU busy {total / 1e6 / wall:.0%} of the propagation's wall time; peak memory "
+              f"{torch.cuda.max_memory_reserved(device) / 2**30:.1f} GiB reserved")  # fmt: skip
+    for event in sorted(events, key=lambda e: getattr(e, attr), reverse=True)[:20]:
+        print(f"  {getattr(event, attr) / max(total, 1):>6.1%}  {getattr(event, attr) / 1e3:>9.1f} ms  "
+              f"{event.count:>6}x  {event.key[:70]}")  # fmt: skip
     print()
 
 

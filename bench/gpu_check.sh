@@ -3,16 +3,21 @@
 # ${OUT:-bench_gpu_out}/.
 #
 #   bash bench/gpu_wheels.sh              # here, once: the wheels the GPU machine lacks -> .gpu_wheels/
-#   bash bench/gpu_check.sh               # there (carry .gpu_wheels): about 7 minutes on an H200
+#   bash bench/gpu_check.sh               # there (carry .gpu_wheels): at most 5 minutes (the steps' limits)
 #   bash bench/gpu_check.sh --dry-run     # anywhere: the same steps, tiny and on the CPU, CUDA parts skipped
 #
-# 1. the suite's CUDA tests (tests/test_cuda.py: device selection, --device cuda:0, --gpu 0, the
-#    cuDNN switches, TF32 off, bf16/fp16 autocast, --compile, the out-of-memory advice) and the
-#    parity case on CUDA in fp32 (the same comparison as on the CPU);
-# 2. the propagation bench at 1088x1920 (keyframes at both ends): naive, default and --fast with and
-#    without query sharing, bf16, fp16, compiled: frames/s,
-#    x naive, peak GPU memory, label agreement with fp32; and the memory mode against T;
-# 3. finetuning steps per second at 512x512 crops in fp32 and bf16.
+# 1. tests (90 s): the suite's CUDA tests (tests/test_cuda.py: device selection, --device cuda:0,
+#    --gpu 0, the cuDNN switches, TF32 off by default, tf32/bf16/fp16 and --compile against fp32,
+#    query sharing, the out-of-memory advice), the parity case on CUDA in fp32;
+# 2. whole (120 s): whole test_mf_2.py processes on a 1088x1920 clip (bench/bench_whole.py):
+#    default, --fast, bf16, fp16, tf32, compile (its compile seconds apart), bf16 without cuDNN
+#    autotuning, bf16 capped at 24 GB, bf16 one query frame at a time; label agreement with fp32;
+# 3. profile (40 s): the top 20 operators by CUDA time of one 1088x1920 --fast --precision bf16
+#    propagation, the GPU's busy share and peak memory (bench/bench_propagation.py --profile);
+# 4. read (30 s): the fused memory read against the loop it replaced and the naive read at
+#    1088x1920, T = 2, 8, 32: seconds, memory, largest difference (bench/bench_read.py);
+# 5. pipeline (20 s): the I/O pipeline alone, a stand-in network, 1, 2 and all cores
+#    (bench/bench_pipeline.py).
 # The machine has no package registry: pip installs only from .gpu_wheels (--no-index). Its torch
 # is the image's own, not our pin; gpu.txt records which.
 set -uo pipefail
@@ -45,20 +50,22 @@ fi
   | tee -a "$out/gpu.txt"
 if [ "$dry" = 0 ]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >> "$out/gpu.txt" 2>&1
-  size=1088x1920 crop=512x512 frames=6 runs=2 steps=2,8,32 ft_steps=3 tests_limit=240 bench_limit=300
-  paths=naive,default-unshared,default,fast-unshared,fast-fp32,fast-bf16,fast-fp16,fast-compiled,compiled-bf16 variants=fp32,bf16
+  size=1088x1920 frames=12 read_steps=2,8,32 pipe_frames=24 device=cuda:0
+  limits=(90 120 40 30 20) per_process=50 variants=default,fast,bf16,fp16,tf32,compile,bf16-no-autotune,bf16-24gb,bf16-batch1
 else
   echo "dry run: the CPU, tiny sizes; the CUDA tests skip with their reason" | tee -a "$out/gpu.txt"
-  size=64x96 crop=64x64 frames=3 runs=1 steps=1,2 ft_steps=1 tests_limit=120 bench_limit=120
-  paths=naive,default-unshared,default variants=fp32  # bf16 training steps take minutes on CPUs without native bf16
+  size=64x96 frames=4 read_steps=1,2 pipe_frames=4 device=cpu
+  limits=(120 240 120 60 60) per_process=120 variants=default,fast,bf16-no-autotune  # compiling takes a minute on a CPU
 fi
 
-step tests "$tests_limit" "$py" -m pytest -q -rs -p no:cacheprovider tests/test_cuda.py
-step bench "$bench_limit" "$py" -m bench.bench_propagation --size "$size" --frames "$frames" --runs "$runs" \
-  --paths "$paths" --json "$out/bench.jsonl"
-step memory 120 "$py" -m bench.bench_propagation --mode memory --size "$size" --steps "$steps" --runs 1 \
-  --paths naive,default
-step finetune 180 "$py" -m bench.bench_finetune --size "$size" --crop "$crop" --steps "$ft_steps" --variants "$variants"
+step tests "${limits[0]}" "$py" -m pytest -q -rs -p no:cacheprovider tests/test_cuda.py
+step whole "${limits[1]}" "$py" -m bench.bench_whole --size "$size" --frames "$frames" --device "$device" \
+  --variants "$variants" --timeout "$per_process" --json "$out/whole.jsonl"
+step profile "${limits[2]}" "$py" -m bench.bench_propagation --size "$size" --frames 4 --runs 1 \
+  --paths fast-bf16 --profile fast-bf16 --device "$device"
+step read "${limits[3]}" "$py" -m bench.bench_read --sizes "$size" --steps "$read_steps" --runs 1 --device "$device"
+step pipeline "${limits[4]}" "$py" -m bench.bench_pipeline --size "$size" --frames "$pipe_frames" --runs 1 \
+  --device "$device"
 echo "gpu_check: $([ "$status" = 0 ] && echo all steps passed || echo SOME STEPS FAILED) ($([ "$dry" = 1 ] && echo dry run || echo GPU))" \
   | tee -a "$out/steps.txt"
 exit "$status"
