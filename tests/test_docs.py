@@ -117,6 +117,14 @@ def test_every_flag_of_every_command_is_on_the_commands_page():
     assert not missing, f"docs/commands.md does not name: {missing}"
 
 
+def test_the_flag_tables_are_the_parsers_own():
+    from commands.reference import flag_tables
+
+    page = (REPO / "docs" / "commands.md").read_text()
+    section = page[page.index("### `tgm.py extract`") :]
+    assert section.strip() == flag_tables().strip(), "regenerate: python -m commands.reference (docs/commands.md)"
+
+
 def requirement_lines(path: Path) -> list[str]:
     lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
     return [line for line in lines if line and not line.startswith("-")]
