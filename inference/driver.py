@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import shutil
@@ -335,6 +336,8 @@ def _run_parts(
                                   if on_written else None)  # fmt: skip
                     bar.update(1)
                     if first_visit is None and step.local_index > 0:
+                        if device.type == "cuda":
+                            torch.cuda.synchronize(device)  # steps are queued: wait for the first one
                         first_visit = time.perf_counter() - start
                 writer.flush()
                 on_part(k)
@@ -398,7 +401,8 @@ def time_visits(
     if len(frames) < 2:
         raise UserError(f"{clip.path}: no frame to propagate to, so nothing to time")
     keep_every = options.keep_every(len(clip))
-    propagator = make_propagator(model, clip, options, keep_every, device)
+    # one query frame at a time: a batch would put the encoder's work into the untimed first step
+    propagator = make_propagator(model, clip, dataclasses.replace(options, query_batch=1), keep_every, device)
     probe = Part(tuple(frames), (first,))
     seconds, probs = [], None
     try:

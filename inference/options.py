@@ -26,6 +26,7 @@ GPU_SHARE_OF_FREE = 0.25  # of the GPU memory free when a run starts: the defaul
 # activations (stride 2 and 4) and the features kept (skips at stride 4 and 8, key and value at 16).
 QUERY_BYTES_PER_PIXEL = 256
 MAX_QUERY_BATCH = 8
+MAX_IO_THREADS = 16  # readers, and as many writers, by default with a GPU
 
 
 @dataclass(frozen=True)
@@ -129,22 +130,27 @@ class PropagationOptions:
 
     def io_threads(self, device: torch.device) -> int:
         """Threads reading frames ahead, and threads encoding and writing PNGs: ``n_threads`` when
-        given, else 1 on the CPU (the network needs its cores) and one per core on a GPU, where
-        decoding frames and encoding PNGs (OpenCV, without the GIL) must keep up with the device."""
+        given, else 1 on the CPU (the network needs its cores) and with a GPU one per core this
+        process may run on (at most MAX_IO_THREADS), where decoding frames and encoding PNGs
+        (OpenCV, without the GIL) must keep up with the device."""
         if self.n_threads is not None:
             return self.n_threads
-        return 1 if device.type == "cpu" else max(1, os.cpu_count() or 1)
+        return 1 if device.type == "cpu" else min(MAX_IO_THREADS, len(os.sched_getaffinity(0)))
 
     def query_batch_for(self, device: torch.device, height: int, width: int) -> int:
         """Query frames of ``height`` x ``width`` (the working size) encoded in one batch:
         ``query_batch`` when given; by default 1 on the CPU (no gain there: each frame already
         fills the cores) and on a GPU as many as a tenth of its free memory holds at
         QUERY_BYTES_PER_PIXEL (at 1088x1920: 4 with 20 GiB free, 8 with 130 GiB free), at most
-        MAX_QUERY_BATCH; 1 on the naive path."""
+        MAX_QUERY_BATCH; always 1 on the naive path (the published computation) and with
+        ``compile`` (its encoders are compiled for one shape: a part's last batch and frames the
+        query cache holds would make other sizes, each a new compile)."""
+        if self.naive or self.compile:  # the published path; compiled encoders take one batch size
+            return 1
         if self.query_batch:
             return self.query_batch
         free = device_free_bytes(device)
-        if self.naive or free is None:
+        if free is None:
             return 1
         return max(1, min(MAX_QUERY_BATCH, int(free * 0.1) // (QUERY_BYTES_PER_PIXEL * height * width)))
 
@@ -168,7 +174,7 @@ def add_propagation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max_memory", type=int, default=None, help="at most M non-keyframe entries in memory")
     parser.add_argument(
         "--n_threads", type=int, default=None, help="background threads reading frames, and as many writing PNGs "
-        "(default: 1 on the CPU, one per core with a GPU; 0: inline)",
+        "(default: 1 on the CPU, with a GPU one per core up to 16; 0: inline)",
     )  # fmt: skip
     parser.add_argument(
         "--recompute", action="store_true", help="compute every part; by default a rerun into the same --save "
@@ -195,7 +201,8 @@ def add_propagation_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--query_batch", type=int, default=0, help="query frames encoded in one batch (they do not depend on the "
-        "memory; within rounding of one at a time). 0: 1 on the CPU, from the free memory on a GPU (at most 8)",
+        "memory; within rounding of one at a time). 0: 1 on the CPU, from the free memory on a GPU (at most 8); "
+        "always 1 with --naive or --compile",
     )  # fmt: skip
     path = parser.add_mutually_exclusive_group()
     path.add_argument(

@@ -209,7 +209,10 @@ class Propagator:
         self.frames.prefetch(list(part.frames[:3]) + list(part.fixed))
         # The bounded read's memory laid out for the fused read (no copy per read); the naive path
         # keeps the published layout.
-        stack = MemoryStack(len(part.fixed) + (self.max_memory or 8)) if self.model.memory_read == "bounded" else None
+        stack = None
+        if self.model.memory_read == "bounded":  # fp32, or the entries' own dtype where the read follows autocast
+            dtype = None if getattr(self.model, "read_follows_autocast", False) else torch.float32
+            stack = MemoryStack(len(part.fixed) + (self.max_memory or 8), dtype)
         stored = stack.add if stack is not None else (lambda entry: entry)
         bank: MemoryBank[MemoryEntry] = MemoryBank(
             [Slot(k, stored(self.fixed_entry(k))) for k in part.fixed], self.keep_every, self.max_memory
@@ -287,7 +290,7 @@ class HostProbs:
         host = torch.empty(probs.shape, dtype=probs.dtype, pin_memory=True)
         host.copy_(probs, non_blocking=True)
         event = torch.cuda.Event()
-        event.record()
+        event.record(torch.cuda.current_stream(probs.device))
         return cls(host, event)
 
     def numpy(self) -> np.ndarray:

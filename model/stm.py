@@ -54,12 +54,14 @@ class MemoryStack:
     at the front (a released slot is filled by moving the last entry into it: attention does not
     depend on the order of the memory's positions), so the fused read takes a prefix of both
     buffers. Capacity doubles when full (one copy); with ``--max_memory`` it is reached once and
-    the read's memory stays flat however long the part. Entries from autocast are stored in fp32,
-    the dtype the read runs in.
+    the read's memory stays flat however long the part. ``dtype``: what the buffers hold, the
+    dtype the read runs in: fp32 (entries from autocast are converted once, here), or None for
+    the entries' own (where the read follows autocast).
     """
 
-    def __init__(self, capacity: int = 8) -> None:
+    def __init__(self, capacity: int = 8, dtype: torch.dtype | None = torch.float32) -> None:
         self.capacity = max(1, capacity)
+        self.dtype = dtype  # None: the first entry's
         self.keys: torch.Tensor | None = None
         self.values: torch.Tensor | None = None
         self.entries: list[MemoryEntry] = []  # slot j holds entries[j]
@@ -70,6 +72,7 @@ class MemoryStack:
         objects, key_dim, height, width = entry.keys.shape
         if self.keys is None:
             self.shape, self.positions = (objects, key_dim, entry.values.shape[1], height, width), height * width
+            self.dtype = self.dtype or entry.keys.dtype
             self._allocate(self.capacity, entry.keys.device)
         elif len(self.entries) == self.capacity:
             self._allocate(2 * self.capacity, entry.keys.device)
@@ -102,8 +105,8 @@ class MemoryStack:
 
     def _allocate(self, capacity: int, device: torch.device) -> None:
         objects, key_dim, value_dim, _, _ = self.shape
-        keys = torch.empty(objects, capacity * self.positions, key_dim, device=device)
-        values = torch.empty(objects, capacity * self.positions, value_dim, device=device)
+        keys = torch.empty(objects, capacity * self.positions, key_dim, device=device, dtype=self.dtype)
+        values = torch.empty(objects, capacity * self.positions, value_dim, device=device, dtype=self.dtype)
         if self.keys is not None:
             used = len(self.entries) * self.positions
             keys[:, :used] = self.keys[:, :used]
@@ -455,9 +458,9 @@ class STM(nn.Module):
             to float rounding; about 15% less work).
         read_budget: bytes of affinity the bounded read may hold at once (``READ_CHUNK_BYTES``).
         read_follows_autocast: under bf16/fp16 autocast the fused read runs in that dtype instead
-            of fp32 (``inference.driver.configure_model`` sets it on CUDA, where half precision
-            runs on the flash kernels; on the demo's finetuned checkpoint it moved 0.013% of labels
-            in bf16 and 0.008% in fp16, ``bench/bench_half_read.py``).
+            of fp32 (``inference.driver.configure_model`` sets it on CUDA, where the fused kernels
+            run half precision on tensor cores; on the demo's finetuned checkpoint it moved 0.013%
+            of labels in bf16 and 0.008% in fp16, ``bench/bench_half_read.py``).
     """
 
     def __init__(

@@ -170,6 +170,15 @@ def test_a_memory_stack_serves_the_fused_read_without_a_copy_and_keeps_the_entri
                                rtol=1e-5, atol=1e-5)  # fmt: skip
 
 
+def test_a_memory_stack_holds_fp32_or_the_entries_own_dtype():
+    memory, _, _ = random_memory(2, seed=4)
+    half = [MemoryEntry(e.keys.bfloat16(), e.values.bfloat16()) for e in memory]
+    assert MemoryStack(2).add(half[0]).keys.dtype == torch.float32, "converted once, for the fp32 read"
+    own = MemoryStack(2, dtype=None)
+    kept = own.add(half[0])
+    assert own.keys.dtype == kept.values.dtype == torch.bfloat16 and torch.equal(kept.keys, half[0].keys)
+
+
 def test_the_fused_read_takes_a_kernel_that_never_holds_the_affinity_on_the_cpu():
     # the math kernel (torch's fallback) materialises the affinity; the CPU's flash kernel does not.
     # Only the flash kernel allowed: the read's layout must be one it takes.

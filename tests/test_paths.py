@@ -13,7 +13,7 @@ import torch
 from dataset.clip import scan_clip
 from dataset.synthetic import make_synthetic_clip
 from helpers import FIXTURES, PARITY_CLEAR_SLACK, compare_results, run_main, run_script, write_cfg
-from inference.driver import configure_model, propagate_clip
+from inference.driver import configure_model, propagate_clip, time_visits
 from inference.options import PropagationOptions
 from model.stm import STM
 from model.weights import trainable_random_init
@@ -113,6 +113,16 @@ def test_batched_query_frames_agree_with_one_at_a_time(tmp_path, quiet_model, mo
 
 
 @pytest.mark.unit
+def test_the_estimate_times_query_frames_one_at_a_time(tiny_clip, quiet_model, monkeypatch):
+    batches = []
+    encode = STM.encode_query
+    monkeypatch.setattr(STM, "encode_query", lambda self, frame: batches.append(len(frame)) or encode(self, frame))
+    options = PropagationOptions(mem_every=1, query_batch=3)
+    time_visits(configure_model(copy.deepcopy(quiet_model), options, CPU), tiny_clip, options, CPU, visits=1)
+    assert batches and set(batches) == {1}, "a batch would hide the encoder's work in the untimed first step"
+
+
+@pytest.mark.unit
 def test_the_query_batch_comes_from_the_free_gpu_memory(monkeypatch):
     import inference.options as options_module
 
@@ -124,6 +134,11 @@ def test_the_query_batch_comes_from_the_free_gpu_memory(monkeypatch):
         assert PropagationOptions().query_batch_for(cuda, 1088, 1920) == batch, free_gib
     assert PropagationOptions().query_batch_for(CPU, 1088, 1920) == 1
     assert PropagationOptions(query_batch=5).query_batch_for(CPU, 1088, 1920) == 5
+    assert PropagationOptions(query_batch=5, naive=True).query_batch_for(cuda, 1088, 1920) == 1, "published path"
+    assert PropagationOptions(query_batch=5, compile=True).query_batch_for(cuda, 1088, 1920) == 1, "one shape"
+    monkeypatch.setattr(options_module.os, "sched_getaffinity", lambda pid: set(range(64)))
+    assert PropagationOptions().io_threads(cuda) == 16 and PropagationOptions().io_threads(CPU) == 1
+    assert PropagationOptions(n_threads=3).io_threads(cuda) == 3
     with pytest.raises(UserError, match="--query_batch -1"):
         PropagationOptions(query_batch=-1)
 

@@ -163,14 +163,14 @@ class BackgroundWriter:
     """Writes files on a background thread so the network never waits on disk.
 
     ``submit`` queues a write; ``flush`` waits for all queued writes and re-raises the first
-    error. With ``workers == 0`` writes happen inline. At most ``8 + 4 * workers`` writes wait at
+    error. With ``workers == 0`` writes happen inline. At most ``2 + 2 * workers`` writes wait at
     once (``submit`` then waits for the oldest), which bounds the memory their inputs hold.
     """
 
     def __init__(self, workers: int = 1) -> None:
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="writer") if workers > 0 else None
         self._pending: list[Future] = []
-        self._most = 8 + 4 * workers
+        self._most = 2 + 2 * workers
 
     def submit(self, function: Callable[..., None], *args: Any) -> None:
         if self._pool is None:
