@@ -73,8 +73,15 @@ def command(variant: str, cfg: Path, weights: Path, save: Path, device: str) -> 
 
 
 def part_pngs(save: Path) -> dict[str, np.ndarray]:
+    """Every part PNG of the result folders under ``save``, by relative path."""
     paths = sorted(save.glob("*/part*/*.png"))
     return {p.relative_to(save).as_posix(): cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in paths}
+
+
+def agreement(other: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> tuple[float, int]:
+    """(the share of labels that agree, the largest difference in 255ths) of two runs' part PNGs."""
+    agree = float(np.mean([(other[k].argmax(2) == reference[k].argmax(2)).mean() for k in reference]))
+    return agree, int(max(np.abs(other[k].astype(int) - reference[k]).max() for k in reference))
 
 
 def main() -> None:
@@ -130,8 +137,7 @@ def main() -> None:
             if reference is None:
                 reference, agree, diff = pngs, 1.0, 0
             else:
-                agree = float(np.mean([(pngs[k].argmax(2) == reference[k].argmax(2)).mean() for k in reference]))
-                diff = int(max(np.abs(pngs[k].astype(int) - reference[k]).max() for k in reference))
+                agree, diff = agreement(pngs, reference)
             row = {
                 "variant": variant, "process_s": round(seconds, 2), "propagation_s": propagation,
                 "first_visit_s": float(first.group(1)) if first else None,

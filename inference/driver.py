@@ -224,7 +224,6 @@ class EarlyFusion:
         self.held_bytes = FUSION_HELD_BYTES if held_bytes is None else held_bytes
         self._held, self._held_total = OrderedDict(), 0
         self._lock = threading.Lock()
-        self.decoded = 0  # part images read back from their PNGs (not held)
         result.ensemble_dir.mkdir(exist_ok=True)
         result.envis_dir.mkdir(exist_ok=True)
 
@@ -242,7 +241,6 @@ class EarlyFusion:
             if image is not None:
                 self._held_total -= image.nbytes
                 return image
-        self.decoded += 1
         return read_image(self.result.part_png(k, stem), cv2.IMREAD_COLOR)
 
     def part_done(self, k: int) -> None:

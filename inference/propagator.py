@@ -211,7 +211,7 @@ class Propagator:
         # keeps the published layout.
         stack = None
         if self.model.memory_read == "bounded":  # fp32, or the entries' own dtype where the read follows autocast
-            dtype = None if getattr(self.model, "read_follows_autocast", False) else torch.float32
+            dtype = None if self.model.read_follows_autocast else torch.float32
             stack = MemoryStack(len(part.fixed) + (self.max_memory or 8), dtype)
         stored = stack.add if stack is not None else (lambda entry: entry)
         bank: MemoryBank[MemoryEntry] = MemoryBank(

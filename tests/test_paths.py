@@ -65,15 +65,30 @@ def decode(pngs: dict[str, bytes]) -> dict[str, np.ndarray]:
     return {k: cv2.imdecode(np.frombuffer(v, np.uint8), cv2.IMREAD_UNCHANGED) for k, v in pngs.items()}
 
 
+def agreement(other: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> tuple[float, int]:
+    """(the share of labels that agree, the largest difference in levels) of two runs' part PNGs."""
+    assert other.keys() == reference.keys()
+    agree = np.mean([(other[k].argmax(2) == reference[k].argmax(2)).mean() for k in reference])
+    worst = max(np.abs(other[k].astype(int) - reference[k]).max() for k in reference)
+    return agree, worst
+
+
+@pytest.fixture
+def encoded_batches(monkeypatch) -> list[int]:
+    """The batch sizes ``STM.encode_query`` is called with, in order."""
+    batches = []
+    encode = STM.encode_query
+    monkeypatch.setattr(STM, "encode_query", lambda self, frame: batches.append(len(frame)) or encode(self, frame))
+    return batches
+
+
 @pytest.mark.unit
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_half_precision_runs_on_the_cpu_close_to_fp32(tmp_path, quiet_model, tiny_clip, precision):
     # Slow without native bf16 (about 7 s here for 2 frames), but the same code path as on GPUs.
     reference = decode(propagate(quiet_model, tiny_clip, tmp_path / "fp32"))
     half = decode(propagate(quiet_model, tiny_clip, tmp_path / precision, precision=precision))
-    assert half.keys() == reference.keys()
-    agree = np.mean([(half[k].argmax(2) == reference[k].argmax(2)).mean() for k in half])
-    worst = max(np.abs(half[k].astype(int) - reference[k]).max() for k in half)
+    agree, worst = agreement(half, reference)
     assert agree > 0.97 and worst <= 3, (agree, worst)
 
 
@@ -96,30 +111,23 @@ def test_the_published_gpu_flag_on_a_machine_without_cuda():
 
 
 @pytest.mark.unit
-def test_batched_query_frames_agree_with_one_at_a_time(tmp_path, quiet_model, monkeypatch):
+def test_batched_query_frames_agree_with_one_at_a_time(tmp_path, quiet_model, encoded_batches):
     sample = make_synthetic_clip(tmp_path / "ws", "c", num_frames=7, size=(44, 58), keyframes=(0, 6), seed=4)
     clip = scan_clip(sample.folder)
-    batches = []
-    encode = STM.encode_query
-    monkeypatch.setattr(STM, "encode_query", lambda self, frame: batches.append(len(frame)) or encode(self, frame))
+    batches = encoded_batches
     single = decode(propagate(quiet_model, clip, tmp_path / "one", query_batch=1))
     frames, batches[:] = sum(batches), []
     batched = decode(propagate(quiet_model, clip, tmp_path / "three", query_batch=3))
     assert max(batches) == 3 and sum(batches) == frames, f"each query frame once (then shared), in batches: {batches}"
-    assert batched.keys() == single.keys()
-    agree = np.mean([(batched[k].argmax(2) == single[k].argmax(2)).mean() for k in single])
-    worst = max(np.abs(batched[k].astype(int) - single[k]).max() for k in single)
+    agree, worst = agreement(batched, single)
     assert agree > 0.999 and worst <= 2, (agree, worst)
 
 
 @pytest.mark.unit
-def test_the_estimate_times_query_frames_one_at_a_time(tiny_clip, quiet_model, monkeypatch):
-    batches = []
-    encode = STM.encode_query
-    monkeypatch.setattr(STM, "encode_query", lambda self, frame: batches.append(len(frame)) or encode(self, frame))
+def test_the_estimate_times_query_frames_one_at_a_time(tiny_clip, quiet_model, encoded_batches):
     options = PropagationOptions(mem_every=1, query_batch=3)
     time_visits(configure_model(copy.deepcopy(quiet_model), options, CPU), tiny_clip, options, CPU, visits=1)
-    assert batches and set(batches) == {1}, "a batch would hide the encoder's work in the untimed first step"
+    assert encoded_batches and set(encoded_batches) == {1}, "a batch hides the encoder's work in the warm-up step"
 
 
 @pytest.mark.unit
@@ -213,7 +221,5 @@ def test_compiled_fast_path_agrees_with_the_eager_one(tmp_path, quiet_model, tin
     # compiles the encoders and the decoder for this size (about 20 s here)
     eager = decode(propagate(quiet_model, tiny_clip, tmp_path / "eager", fast=True))
     compiled = decode(propagate(quiet_model, tiny_clip, tmp_path / "compiled", fast=True, compile=True))
-    assert compiled.keys() == eager.keys()
-    agree = np.mean([(compiled[k].argmax(2) == eager[k].argmax(2)).mean() for k in eager])
-    worst = max(np.abs(compiled[k].astype(int) - eager[k]).max() for k in eager)
+    agree, worst = agreement(compiled, eager)
     assert agree > 0.999 and worst <= 2, (agree, worst)
