@@ -19,11 +19,10 @@ import copy
 import tempfile
 from pathlib import Path
 
-import cv2
-import numpy as np
 import torch
 
 import model.stm as stm
+from bench.bench_whole import agreement, part_pngs
 from dataset.clip import scan_clip
 from inference.driver import configure_model, propagate_clip
 from inference.options import PropagationOptions
@@ -35,15 +34,10 @@ from utils.precision import PRECISIONS
 def half_read(dtype: torch.dtype):
     """A bounded read that always takes the fused read, in ``dtype`` (autocast stays as it is)."""
 
-    def read(memory, query_key, query_value, chunk_bytes=0):
+    def read(memory, query_key, query_value, chunk_bytes=0, follow_autocast=False):
         return stm.read_memory_fused.__wrapped__(memory, query_key, query_value, dtype=dtype)
 
     return read
-
-
-def labels(save: Path) -> dict[str, np.ndarray]:
-    paths = sorted(save.glob("*/part*/*.png"))
-    return {p.relative_to(save).as_posix(): cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in paths}
 
 
 def main() -> None:
@@ -68,7 +62,7 @@ def main() -> None:
         for precision in args.precisions.split(","):
             options = PropagationOptions(mem_every=5, precision=precision, fast=args.fast)
             runs = {}
-            for read_name, read in (("fp32", lambda m, k, v, chunk_bytes=0: fused(m, k, v, 0)),
+            for read_name, read in (("fp32", lambda m, k, v, chunk_bytes=0, follow_autocast=False: fused(m, k, v, 0)),
                                     (precision, half_read(PRECISIONS[precision]))):  # fmt: skip
                 stm.read_memory_bounded = read
                 try:
@@ -77,10 +71,8 @@ def main() -> None:
                     propagate_clip(model, clip, save, options, device)
                 finally:
                     stm.read_memory_bounded = fused
-                runs[read_name] = labels(save)
-            reference, half = runs["fp32"], runs[precision]
-            agree = float(np.mean([(half[k].argmax(2) == reference[k].argmax(2)).mean() for k in reference]))
-            diff = int(max(np.abs(half[k].astype(int) - reference[k]).max() for k in reference))
+                runs[read_name] = part_pngs(save)
+            agree, diff = agreement(runs[precision], runs["fp32"])
             verdict = "may run in half precision" if 1 - agree <= 0.001 else "keep the read in fp32"
             print(f"| {precision} | {precision} | {agree:.4%} | {diff} | {verdict} |", flush=True)
 
