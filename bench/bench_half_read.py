@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
-"""What the memory read would cost in half precision: under bf16 / fp16 autocast the read runs in
-fp32 (``model.stm._fp32_read``); this propagates a clip both ways, the read in fp32 and the read
-in the autocast dtype (torch's fused attention on half-precision keys, values and query), and
-compares the labels of the part PNGs.
+"""What the memory read costs in half precision: under bf16 / fp16 autocast the read runs in fp32
+unless it follows autocast (``STM.read_follows_autocast``, set on CUDA); this propagates a clip
+both ways, the fused read in fp32 and the fused read in the autocast dtype (torch's fused
+attention on half-precision keys, values and query), and compares the labels of the part PNGs.
 
 usage:
   python -m bench.bench_half_read --clip CLIP_FOLDER --load CKPT [--precisions bf16,fp16] [--fast]
 
-The decision rule (issue 28): the read may run in half precision only where it moves at most 0.1%
-of the labels against the fp32 read under the same autocast. Every read takes the fused path here
+The rule the read's default follows: it may run in half precision only where that moves at most
+0.1% of the labels against the fp32 read under the same autocast. Every read takes the fused path here
 (the budget set to 0), so both runs differ in the read's precision alone.
 """
 
@@ -32,10 +32,10 @@ from utils.precision import PRECISIONS
 
 
 def half_read(dtype: torch.dtype):
-    """A bounded read that always takes the fused read, in ``dtype`` (autocast stays as it is)."""
+    """A bounded read that always takes the fused read, in ``dtype``."""
 
-    def read(memory, query_key, query_value, chunk_bytes=0, follow_autocast=False):
-        return stm.read_memory_fused.__wrapped__(memory, query_key, query_value, dtype=dtype)
+    def read(memory, query_key, query_value, budget_bytes=0, follow_autocast=False, value_heads=None):
+        return stm.read_memory_fused(memory, query_key, query_value, value_heads, dtype)
 
     return read
 
@@ -57,20 +57,19 @@ def main() -> None:
           f"{', --fast' if args.fast else ''}")  # fmt: skip
     print("| autocast | read | labels vs the fp32 read | max diff /255 | verdict (<= 0.1% of labels moved) |")
     print("|---|---|---|---|---|")
-    fused = stm.read_memory_bounded
+    bounded = stm.read_memory_bounded
     with tempfile.TemporaryDirectory(prefix="bench-half-read-") as tmp:
         for precision in args.precisions.split(","):
             options = PropagationOptions(mem_every=5, precision=precision, fast=args.fast)
             runs = {}
-            for read_name, read in (("fp32", lambda m, k, v, chunk_bytes=0, follow_autocast=False: fused(m, k, v, 0)),
-                                    (precision, half_read(PRECISIONS[precision]))):  # fmt: skip
+            for read_name, read in (("fp32", half_read(torch.float32)), (precision, half_read(PRECISIONS[precision]))):
                 stm.read_memory_bounded = read
                 try:
                     model = configure_model(copy.deepcopy(base), options, device)
                     save = Path(tmp) / f"{precision}-{read_name}"
                     propagate_clip(model, clip, save, options, device)
                 finally:
-                    stm.read_memory_bounded = fused
+                    stm.read_memory_bounded = bounded
                 runs[read_name] = part_pngs(save)
             agree, diff = agreement(runs[precision], runs["fp32"])
             verdict = "may run in half precision" if 1 - agree <= 0.001 else "keep the read in fp32"

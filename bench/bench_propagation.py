@@ -5,6 +5,7 @@ share of what the machine can do.
 usage:
   python -m bench.bench_propagation [--size 480x864] [--frames 6] [--runs 3] [--paths ...]
   python -m bench.bench_propagation --mode memory [--size 480x864] [--steps 2,8,32]
+  python -m bench.bench_propagation --mode profile --paths fast-bf16 [--size 1088x1920] [--frames 4] [--clip DIR]
 
 clip mode: propagates a generated clip with each path, alternating paths within each round in one
 process: a warm-up round (which also compiles the compiled paths; its extra seconds are reported),
@@ -13,7 +14,8 @@ clip counted by torch, over its frames (GFLOP per frame, keyframe included), and
 make, as a share of the throughput of one step's convolutions run alone on this machine (same
 shapes, channels_last fp32); the label agreement and largest probability difference against the
 naive fp32 path on the same clip. --profile NAMES prints where one propagation of each spends its
-time (torch profiler, operators by self time, convolutions summed).
+time (torch profiler, operators by self time, convolutions summed, after a warm-up run).
+profile mode (--mode profile --paths NAME): that profile for one path alone, on a generated clip.
 It states the CPU (model, avx2 / avx512 / bf16 / AMX flags) or GPU. Peak memory here is the
 resident set sampled above the start (malloc may keep freed buffers; memory mode is exact).
 memory mode: the peak memory and time of one segment step against T memory frames ("read MiB":
@@ -41,7 +43,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench.memory import PeakMemory, ensure_malloc_settings
 from bench.roofline import conv_calls, conv_peak, cpu_info
-from dataset.clip import scan_clip
+from config import load_config
+from dataset.clip import FRAME_SUFFIX, TRIMAP_SUFFIX, scan_clip
 from dataset.synthetic import make_synthetic_clip
 from inference.driver import configure_model, propagate_clip
 from inference.options import PropagationOptions
@@ -69,7 +72,7 @@ PATHS = {
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=("clip", "memory"), default="clip")
+    parser.add_argument("--mode", choices=("clip", "memory", "profile"), default="clip")
     parser.add_argument("--size", default="480x864", help="HEIGHTxWIDTH")
     parser.add_argument("--frames", type=int, default=6, help="clip mode: frames of the generated clip")
     parser.add_argument(
@@ -84,6 +87,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", default=None, help="also append the JSON lines to this file")
     parser.add_argument("--profile", default=None, help="clip mode: where these paths (comma list) spend time")
+    parser.add_argument("--clip", default=None, help="profile mode: the first --frames frames of this clip folder "
+                        "(and the keyframes among them) instead of a generated clip")  # fmt: skip
     return parser.parse_args()
 
 
@@ -259,35 +264,81 @@ def print_table(rows: list[dict], machine: dict) -> None:
     print()
 
 
+def device_kernel_us(events) -> float:
+    """Microseconds the device was busy: the self time of the kernel rows only (device_type CUDA).
+    The operator rows above them carry their kernels' time too; summing both counts it twice."""
+    from torch.autograd import DeviceType
+
+    return sum(e.self_device_time_total for e in events if e.device_type != DeviceType.CPU)
+
+
 def profile(model: STM, clip, options: PropagationOptions, device: torch.device, save: Path, name: str) -> None:
-    """Where one propagation of the clip spends its time: the top 20 operators by self time on the
-    device (CUDA time on a GPU, CPU time elsewhere), the convolutions (eager or compiled) summed,
-    and on a GPU its busy share (kernel time over the propagation's wall time) and peak memory."""
+    """Where one propagation of the clip spends its time, after an unprofiled warm-up run (cuDNN's
+    autotuning and compiling happen there, as in a run's first frames): the top 20 operators by
+    self time on the device (CUDA time on a GPU, CPU time elsewhere), the convolutions (eager or
+    compiled) summed, and on a GPU its busy share (kernel time over the propagation's wall time)
+    and peak memory."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    start = time.perf_counter()
+    propagate_clip(model, clip, save / "warm-up", options, device)
     if device.type == "cuda":
+        torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
+    warm_up = time.perf_counter() - start
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with torch_profile(activities=activities) as prof:
         start = time.perf_counter()
-        propagate_clip(model, clip, save, options, device)
+        propagate_clip(model, clip, save / "profiled", options, device)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         wall = time.perf_counter() - start
     events = prof.key_averages()
-    attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    total = sum(getattr(e, attr) for e in events)
-    conv = sum(getattr(e, attr) for e in events if "conv" in e.key.lower())
-    print(f"\nprofile of {name}: {total / 1e6:.1f} s of operator self time in {wall:.1f} s of wall time (profiled); "
+    if device.type == "cuda":  # the operators that launched the kernels, by their kernels' time
+        attr, total = "self_device_time_total", device_kernel_us(events)
+        rows = [e for e in events if e.device_type == DeviceType.CPU]
+    else:
+        attr, rows = "self_cpu_time_total", list(events)
+        total = sum(e.self_cpu_time_total for e in rows)
+    conv = sum(getattr(e, attr) for e in rows if "conv" in e.key.lower())
+    print(f"\nprofile of {name}: warm-up run {warm_up:.1f} s; profiled run {wall:.1f} s of wall time, "
+          f"{total / 1e6:.1f} s of {'kernel' if device.type == 'cuda' else 'operator self'} time; "
           f"convolutions {conv / max(total, 1):.0%}")  # fmt: skip
     if device.type == "cuda":
         print(f"GPU busy {total / 1e6 / wall:.0%} of the propagation's wall time; peak memory "
               f"{torch.cuda.max_memory_reserved(device) / 2**30:.1f} GiB reserved")  # fmt: skip
-    for event in sorted(events, key=lambda e: getattr(e, attr), reverse=True)[:20]:
-        print(f"  {getattr(event, attr) / max(total, 1):>6.1%}  {getattr(event, attr) / 1e3:>9.1f} ms  "
+    print(f"  {'share':>6}  {'ms':>9}  {'calls':>6}  operator")
+    for event in sorted(rows, key=lambda e: getattr(e, attr), reverse=True)[:20]:
+        print(f"  {getattr(event, attr) / max(total, 1):>6.1%}  {getattr(event, attr) / 1e3:>9.1f}  "
               f"{event.count:>6}x  {event.key[:70]}")  # fmt: skip
-    print()
+    print(flush=True)
+
+
+def profile_mode(args: argparse.Namespace, device: torch.device, height: int, width: int) -> None:
+    """--mode profile: one path's profile (--paths NAME) on a generated clip, nothing else."""
+    names = args.paths.split(",") if args.paths else ["fast-bf16" if device.type == "cuda" else "fast-fp32"]
+    if len(names) != 1 or names[0] not in PATHS:
+        sys.exit(f"--mode profile takes one path of {list(PATHS)}, not {args.paths!r}")
+    work = Path(tempfile.mkdtemp(prefix="bench_"))
+    try:
+        if args.clip:  # its first --frames frames and the keyframes among them, linked
+            folder = work / "ws" / "bench"
+            folder.mkdir(parents=True)
+            for frame in sorted(Path(args.clip).glob(f"*{FRAME_SUFFIX}"))[: args.frames]:
+                stem = frame.name.removesuffix(FRAME_SUFFIX)
+                for path in (frame, frame.with_name(f"{stem}{TRIMAP_SUFFIX}")):
+                    if path.exists():
+                        (folder / path.name).symlink_to(path.resolve())
+        else:
+            keyframes = (0, args.frames - 1) if args.keyframes == "ends" else (0,)
+            folder = make_synthetic_clip(work / "ws", "bench", args.frames, (height, width), keyframes=keyframes,
+                                         seed=2).folder  # fmt: skip
+        options = PropagationOptions(mem_every=args.mem_every, **PATHS[names[0]])
+        profile(build_model(args, options, device), scan_clip(folder), options, device, work, names[0])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def memory_mode(args: argparse.Namespace, device: torch.device, height: int, width: int) -> None:
@@ -349,9 +400,11 @@ def main() -> None:
     logging.getLogger().setLevel(logging.WARNING)  # the table is the output; keep per-run logs quiet
     height, width = (int(x) for x in args.size.lower().split("x"))
     device = resolve_device(args.device)
-    prepare_device(device)
+    prepare_device(device, load_config(None).SYSTEM)  # cuDNN autotuning as a run has it (the default config's)
     if args.mode == "clip":
         clip_mode(args, device, height, width)
+    elif args.mode == "profile":
+        profile_mode(args, device, height, width)
     else:
         memory_mode(args, device, height, width)
 

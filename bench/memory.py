@@ -1,4 +1,5 @@
-"""Peak memory of a block of work: GPU allocator statistics, or the process's resident set on CPUs."""
+"""Peak memory of a block of work: GPU allocator statistics, the process's resident set on CPUs, or
+the tensors an operator sequence makes (:class:`TensorPeak`, exact and the same on every run)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import os
 import sys
 import threading
 import time
+import weakref
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -68,3 +72,43 @@ def ensure_malloc_settings() -> None:
         spec = getattr(sys.modules["__main__"], "__spec__", None)  # python -m bench.NAME: run it the same way
         command = ["-m", spec.name, *sys.argv[1:]] if spec is not None else sys.argv
         os.execve(sys.executable, [sys.executable, *command], env)
+
+
+class TensorPeak(TorchDispatchMode):
+    """``with TensorPeak() as peak: ...`` then ``peak.bytes``: the most bytes that tensors made
+    inside the block held at once, counted from the operators' outputs (each storage once, until
+    the last tensor on it goes), on any device and whatever the allocator keeps. Tensors that
+    existed before the block (weights, inputs) are not counted, nor an operator's scratch memory
+    that never becomes a tensor (oneDNN's, cuDNN's workspaces). Deterministic, unlike a sampled
+    resident set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._live: dict[int, list[int]] = {}  # storage address -> [bytes, tensors on it]
+        self.held = self.bytes = 0
+
+    def _release(self, address: int) -> None:
+        entry = self._live.get(address)
+        if entry is not None:
+            entry[1] -= 1
+            if entry[1] == 0:
+                self.held -= entry[0]
+                del self._live[address]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        for tensor in tree_leaves(out):
+            if not isinstance(tensor, torch.Tensor):
+                continue
+            address = tensor.untyped_storage().data_ptr()
+            entry = self._live.get(address)
+            if entry is None:
+                if address in inputs:  # a view or an in-place result of a tensor made before the block
+                    continue
+                entry = self._live[address] = [tensor.untyped_storage().nbytes(), 0]
+                self.held += entry[0]
+                self.bytes = max(self.bytes, self.held)
+            entry[1] += 1
+            weakref.finalize(tensor, self._release, address)
+        return out

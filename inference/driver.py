@@ -66,8 +66,10 @@ def configure_model(model: STM, options: PropagationOptions, device: torch.devic
     """
     model.memory_read = "naive" if options.naive else "bounded"
     model.share_skips = options.fast
-    # on CUDA the fused read may run in half precision (at most 0.1% of labels moved, issue 28's rule)
+    # on CUDA the fused read may run in half precision: on the demo's finetuned checkpoint it moved
+    # at most 0.1% of labels (docs/performance.md, "The read in half precision")
     model.read_follows_autocast = device.type == "cuda" and options.precision in ("bf16", "fp16")
+    model.read_heads = options.read_heads or None
     model.eval()
     if options.fast:
         model = fold_batch_norms(model)

@@ -16,15 +16,19 @@ from dataclasses import dataclass
 import torch
 
 from dataset.prepare import internal_size
+from model.stm import READ_HEADS
 from utils.device import device_free_bytes
 from utils.errors import UserError
 from utils.precision import PRECISIONS
 
 DEFAULT_SHARE_MIB_CPU = 2048
 GPU_SHARE_OF_FREE = 0.25  # of the GPU memory free when a run starts: the default query-sharing budget there
-# What encoding one query frame takes at its peak in fp32, per pixel: the trunk's largest live
-# activations (stride 2 and 4) and the features kept (skips at stride 4 and 8, key and value at 16).
-QUERY_BYTES_PER_PIXEL = 256
+# What encoding one query frame takes at its peak in fp32, per pixel of the frame: the trunk's
+# largest live activations (stride 2 and 4) and the features kept (skips at stride 4 and 8, key and
+# value at 16). Measured as the tensors encode_query makes (bench.memory.TensorPeak): 224 on the
+# default path, 330 with --fast (its skip branches at stride 4), 112-175 in bf16;
+# tests/test_gpu_path.py keeps this bound above what every path takes.
+QUERY_BYTES_PER_PIXEL = 330
 MAX_QUERY_BATCH = 8
 MAX_IO_THREADS = 16  # readers, and as many writers, by default with a GPU
 
@@ -53,6 +57,8 @@ class PropagationOptions:
     query_batch: query frames encoded in one batch (0: the device's choice, see
         :meth:`query_batch_for`). Moves results by rounding at most, so it is not part of a part's
         fingerprint.
+    read_heads: the fused memory read's value heads, 1 or 4 (0: the device's default, see
+        ``model.stm.fused_value_heads``). Within rounding, so not part of a part's fingerprint.
     """
 
     mem_every: int = 5
@@ -67,6 +73,7 @@ class PropagationOptions:
     max_internal_size: int | None = 0
     discard_parts: bool = False
     query_batch: int = 0
+    read_heads: int = 0
 
     def __post_init__(self) -> None:
         if self.mem_every < 0:
@@ -88,6 +95,11 @@ class PropagationOptions:
             )
         if self.query_batch < 0:
             raise UserError(f"--query_batch {self.query_batch}: give frames >= 1, or 0 for the device's choice")
+        if self.read_heads not in (0, *READ_HEADS):
+            raise UserError(
+                f"--read_heads {self.read_heads}: give {' or '.join(map(str, READ_HEADS))}, "
+                "or 0 for the device's default"
+            )
         if self.naive and (self.fast or self.compile):
             raise UserError("--naive is the published computation as it was: it takes neither --fast nor --compile")
 
@@ -98,7 +110,7 @@ class PropagationOptions:
             mem_every=args.mem_every, max_memory=args.max_memory, n_threads=args.n_threads,
             precision=args.precision, naive=args.naive, fast=args.fast, compile=args.compile, recompute=args.recompute,
             share_query_mib=args.share_query_mib, max_internal_size=args.max_internal_size,
-            discard_parts=args.discard_parts, query_batch=args.query_batch,
+            discard_parts=args.discard_parts, query_batch=args.query_batch, read_heads=args.read_heads,
         )  # fmt: skip
 
     def with_config(self, system) -> PropagationOptions:
@@ -203,6 +215,11 @@ def add_propagation_arguments(parser: argparse.ArgumentParser) -> None:
         "--query_batch", type=int, default=0, help="query frames encoded in one batch (they do not depend on the "
         "memory; within rounding of one at a time). 0: 1 on the CPU, from the free memory on a GPU (at most 8); "
         "always 1 with --naive or --compile",
+    )  # fmt: skip
+    parser.add_argument(
+        "--read_heads", type=int, default=0, choices=(0, *READ_HEADS), help="value heads of the fused memory read "
+        "(1 or 4 of 128: within rounding of each other; 4 lets CUDA use its flash and cuDNN kernels). 0: the "
+        "device's default (4 on the CPU, 1 on CUDA)",
     )  # fmt: skip
     path = parser.add_mutually_exclusive_group()
     path.add_argument(

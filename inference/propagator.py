@@ -228,7 +228,7 @@ class Propagator:
                     stack.release(bank.temporary.entry)  # replaced, not kept
                 entry = stored(self._memorize(part.frames[i - 1], previous))
                 bank.set_temporary(Slot(part.frames[i - 1], entry))
-            query = self._query(frame_index, part.frames[i + 1 : i + self.query_batch])
+            query = self._query(frame_index, part.frames[i + 1 : i + 2 * self.query_batch])
             with self.autocast():
                 logits = self.model.segment(None, [slot.entry for slot in bank.slots()], query=query)
             probs = F.softmax(logits.float(), dim=1)
@@ -240,17 +240,20 @@ class Propagator:
 
     def _query(self, frame_index: int, following: tuple[int, ...] = ()) -> QueryFeatures:
         """The query features of a frame: shared from an earlier part's visit, encoded with an
-        earlier frame's batch, or computed, together with those of the ``following`` frames of the
-        part that have none yet (up to ``query_batch`` frames in one batch)."""
+        earlier frame's batch, or computed, together with those of the next ``query_batch - 1``
+        ``following`` frames of the part that have none yet. Batches are ``query_batch`` frames or
+        one, never a size in between: each new batch size makes cuDNN search its convolution
+        algorithms again (seconds at 1080p), so a part's last few frames go one at a time."""
         query = self.query_cache.take(frame_index) if self.query_cache is not None else None
         if query is not None:
             return query
         query = self._ahead.pop(frame_index, None)
         if query is None:
             cache = self.query_cache
-            batch = [frame_index] + [
-                f for f in following if f not in self._ahead and (cache is None or not cache.holds(f))
-            ]
+            pending = [f for f in following if f not in self._ahead and (cache is None or not cache.holds(f))]
+            batch = [frame_index, *pending[: self.query_batch - 1]]
+            if len(batch) < self.query_batch:
+                batch = [frame_index]
             with self.autocast():
                 if len(batch) == 1:
                     query = self.model.encode_query(self.frames.get(frame_index))
@@ -271,6 +274,11 @@ def probs_to_image(
     return HostProbs.of(probs, height, width, frame_size).numpy()
 
 
+def pinned_empty(shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised page-locked host tensor (torch caches these allocations)."""
+    return torch.empty(shape, dtype=dtype, pin_memory=True)
+
+
 class HostProbs:
     """A step's probabilities on their way to the host: cropped and scaled where they were computed
     (as :func:`probs_to_image` says), then copied without making the host wait: on a GPU into
@@ -287,9 +295,16 @@ class HostProbs:
             probs = F.interpolate(probs, size=frame_size, mode="bilinear", align_corners=False)
         if probs.device.type != "cuda":
             return cls(probs.cpu())
-        host = torch.empty(probs.shape, dtype=probs.dtype, pin_memory=True)
+        return cls.behind_event(probs)
+
+    @classmethod
+    def behind_event(cls, probs: torch.Tensor) -> HostProbs:
+        """A CUDA tensor copied into page-locked memory without waiting, and the event that says
+        the copy is done: blocking, so a writer thread waiting for it sleeps instead of spinning a
+        core."""
+        host = pinned_empty(probs.shape, probs.dtype)
         host.copy_(probs, non_blocking=True)
-        event = torch.cuda.Event()
+        event = torch.cuda.Event(blocking=True)
         event.record(torch.cuda.current_stream(probs.device))
         return cls(host, event)
 

@@ -11,9 +11,8 @@ Trimap classes: 0 background, 1 unknown, 2 foreground. Unknown and foreground ar
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -23,7 +22,7 @@ from torch import nn
 from model.resnet import ResNet50Trunk
 
 NUM_CLASSES = 3
-OBJECTS = (1, 2)  # unknown, foreground
+OBJECTS = (1, 2)  # unknown, foreground: consecutive classes (memorize takes them as a slice)
 KEY_DIM = 128
 VALUE_DIM = 512
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -49,14 +48,15 @@ class MemoryEntry:
 class MemoryStack:
     """A part's memory entries laid out as the fused read takes them, so a read copies nothing.
 
-    Two fp32 buffers, keys O x (capacity * h*w) x Ck and values O x (capacity * h*w) x Cv; each
+    Two buffers, keys O x (capacity * h*w) x Ck and values O x (capacity * h*w) x Cv, in ``dtype``; each
     entry occupies one slot (h*w rows) and its tensors are views of that slot. Used slots are kept
     at the front (a released slot is filled by moving the last entry into it: attention does not
     depend on the order of the memory's positions), so the fused read takes a prefix of both
     buffers. Capacity doubles when full (one copy); with ``--max_memory`` it is reached once and
     the read's memory stays flat however long the part. ``dtype``: what the buffers hold, the
-    dtype the read runs in: fp32 (entries from autocast are converted once, here), or None for
-    the entries' own (where the read follows autocast).
+    dtype the read runs in: fp32 (entries made under autocast are converted once, here), or None
+    for the entries' own, so bf16 or fp16 under autocast where the read follows autocast
+    (``STM.read_follows_autocast``, on CUDA).
     """
 
     def __init__(self, capacity: int = 8, dtype: torch.dtype | None = torch.float32) -> None:
@@ -311,89 +311,84 @@ def stack_entries(memory: Sequence[MemoryEntry]) -> tuple[torch.Tensor, torch.Te
     return keys, values
 
 
-def _fp32_read(read: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-    """Run a memory read in fp32 also under autocast: its scores, softmax and weighted sums.
-
-    (In fp32 runs this changes nothing: no cast, no copy.) Half-precision scores over thousands
-    of memory positions lose the small differences the softmax has to tell apart.
-    """
-
-    @functools.wraps(read)
-    def in_fp32(memory: Sequence[MemoryEntry], query_key: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        with torch.autocast(query_key.device.type, enabled=False):
-            return read(memory, query_key.float(), *args, **kwargs)
-
-    return in_fp32
-
-
-@_fp32_read
 def read_memory_naive(
     memory: Sequence[MemoryEntry], query_key: torch.Tensor, query_value: torch.Tensor
 ) -> torch.Tensor:
     """The published memory read: stacks the memory and materialises the (T*h*w) x (h*w)
-    affinity per object. Runs in fp32 (see :func:`_fp32_read`).
+    affinity per object. Runs in fp32 also under autocast: its scores, softmax and weighted sums
+    (half-precision scores over thousands of memory positions lose the small differences the
+    softmax has to tell apart; in fp32 runs nothing is cast or copied).
 
     memory: T entries (keys O x Ck x h x w, values O x Cv x h x w); query_key: O x Ck x h x w,
     query_value: O x Cv x h x w -> O x 2Cv x h x w (the read first, the query value second).
     """
-    mem_keys, mem_values = (x.float() for x in stack_entries(memory))
-    objects, key_dim, steps, height, width = mem_keys.shape
-    value_dim = mem_values.shape[1]
-    mk = mem_keys.reshape(objects, key_dim, steps * height * width).transpose(1, 2)  # O, THW, Ck
-    qk = query_key.reshape(objects, key_dim, height * width)  # O, Ck, HW
-    affinity = torch.bmm(mk, qk) / math.sqrt(key_dim)  # O, THW, HW
-    affinity = F.softmax(affinity, dim=1)
-    mv = mem_values.reshape(objects, value_dim, steps * height * width)  # O, Cv, THW
-    read = torch.bmm(mv, affinity).view(objects, value_dim, height, width)
+    with torch.autocast(query_key.device.type, enabled=False):
+        mem_keys, mem_values = (x.float() for x in stack_entries(memory))
+        objects, key_dim, steps, height, width = mem_keys.shape
+        value_dim = mem_values.shape[1]
+        mk = mem_keys.reshape(objects, key_dim, steps * height * width).transpose(1, 2)  # O, THW, Ck
+        qk = query_key.float().reshape(objects, key_dim, height * width)  # O, Ck, HW
+        affinity = torch.bmm(mk, qk) / math.sqrt(key_dim)  # O, THW, HW
+        affinity = F.softmax(affinity, dim=1)
+        mv = mem_values.reshape(objects, value_dim, steps * height * width)  # O, Cv, THW
+        read = torch.bmm(mv, affinity).view(objects, value_dim, height, width)
     return torch.cat([read.to(query_value.dtype), query_value], dim=1)
 
 
-# Affinity bytes the bounded read may materialise; beyond them it takes the fused read (flat memory).
-READ_CHUNK_BYTES = 64 * 2**20
+# Bytes of affinity the bounded read may materialise (the exact read); beyond them it takes the
+# fused read, whose memory stays flat.
+READ_BUDGET_BYTES = 64 * 2**20
 
 
 def read_memory_bounded(
     memory: Sequence[MemoryEntry],
     query_key: torch.Tensor,
     query_value: torch.Tensor,
-    chunk_bytes: int = READ_CHUNK_BYTES,
+    budget_bytes: int = READ_BUDGET_BYTES,
     follow_autocast: bool = False,
+    value_heads: int | None = None,
 ) -> torch.Tensor:
     """The memory read with bounded memory.
 
-    When the whole affinity (O x T*h*w x h*w fp32) fits in ``chunk_bytes`` this is the exact read,
+    When the whole affinity (O x T*h*w x h*w fp32) fits in ``budget_bytes`` this is the exact read,
     :func:`read_memory_naive` (the same operations, so the same rounding as the published code).
     Beyond that it is :func:`read_memory_fused`: torch's fused attention, which never holds the
     affinity, so its memory stays flat as T and the frame size grow; equal to the naive read up to
     float rounding. Both run in fp32 also under autocast, but with ``follow_autocast`` the fused
-    read runs in the autocast dtype (``STM.read_follows_autocast``). Shapes as in
-    :func:`read_memory_naive`.
+    read runs in the autocast dtype (``STM.read_follows_autocast``). ``value_heads``: see
+    :func:`fused_value_heads`. Shapes as in :func:`read_memory_naive`.
     """
     objects, _, height, width = query_key.shape
     positions = height * width
     entry_positions = memory[0].keys.shape[-2] * memory[0].keys.shape[-1]
-    if 4 * objects * len(memory) * entry_positions * positions <= chunk_bytes:
+    if 4 * objects * len(memory) * entry_positions * positions <= budget_bytes:
         return read_memory_naive(memory, query_key, query_value)
     device_type = query_key.device.type
+    dtype = torch.float32
     if follow_autocast and torch.is_autocast_enabled(device_type):
         dtype = torch.get_autocast_dtype(device_type)
-        return read_memory_fused.__wrapped__(memory, query_key, query_value, dtype=dtype)
-    return read_memory_fused(memory, query_key, query_value)
+    return read_memory_fused(memory, query_key, query_value, value_heads, dtype)
+
+
+READ_HEADS = (1, 4)  # the value heads the fused read can take: one of 512, or four of 128
 
 
 def fused_value_heads(device: torch.device, key_dim: int = KEY_DIM, value_dim: int = VALUE_DIM) -> int:
-    """How many heads the fused read splits the values into on ``device``.
+    """How many heads the fused read splits the values into on ``device`` by default.
 
-    The read's keys have 128 channels and its values 512. CUDA's memory-efficient attention takes
-    values wider than the keys (one head); the CPU's flash kernel needs them equally wide, or
-    torch falls back to the math kernel, which materialises the whole affinity. There the values
-    go in as 4 heads of 128 that share the query and the keys (expanded, not copied): the scores
-    are computed once per head, 1.6x the multiply-adds of one head, and memory stays flat.
+    The read's keys have 128 channels and its values 512. Four heads of 128 share the query and
+    the keys (expanded, not copied): the scores are computed once per head, 1.6x the
+    multiply-adds of one head, and memory stays flat. The CPU's flash kernel needs values as wide
+    as the keys, or torch falls back to the math kernel, which materialises the whole affinity:
+    there the values always go in as 4 heads. On CUDA one head of 512 leaves torch only the
+    memory-efficient kernel (flash and cuDNN attention need equal head dims of at most 256); 4
+    heads let them run too, at the cost of the repeated scores. Which is faster on a card is
+    measured (``bench/bench_read.py --heads 1,4``); one head is the default until then, and
+    ``--read_heads`` chooses.
     """
     return 1 if device.type == "cuda" else value_dim // key_dim
 
 
-@_fp32_read
 def read_memory_fused(
     memory: Sequence[MemoryEntry],
     query_key: torch.Tensor,
@@ -406,28 +401,31 @@ def read_memory_fused(
     :func:`read_memory_naive` (equal up to float rounding). The memory's keys and values are read
     as one O x T*h*w x C tensor each: where the entries are a :class:`MemoryStack`'s, its buffers
     as they lie; otherwise gathered (a copy the size of the memory). The affinity never exists.
-    ``value_heads``: see :func:`fused_value_heads` (None: the device's). Shapes as in
-    :func:`read_memory_naive`; runs in fp32 also under autocast (``dtype`` is for measuring what
-    a half-precision read would cost: ``bench/bench_half_read.py`` calls the undecorated function).
+    ``value_heads``: see :func:`fused_value_heads` (None: the device's default). ``dtype``: what
+    the read computes in, with autocast off inside: fp32 by default; :func:`read_memory_bounded`
+    passes the autocast dtype where the read follows autocast. Shapes as in
+    :func:`read_memory_naive`; the read comes back in the query value's dtype.
     """
     objects, key_dim, height, width = query_key.shape
     value_dim = memory[0].values.shape[1]
     heads = fused_value_heads(query_key.device, key_dim, value_dim) if value_heads is None else value_heads
     if value_dim % heads or (heads > 1 and value_dim // heads != key_dim):
         raise ValueError(f"{value_dim} value channels do not split into {heads} heads of {key_dim}")
-    stacked = memory[0].stack.prefix(memory) if memory[0].stack is not None else None
-    if stacked is not None:  # the part's memory as it lies: no copy
-        keys, values = (t.to(dtype) for t in stacked)
-    else:
-        keys = torch.cat([e.keys.reshape(objects, key_dim, -1).transpose(1, 2) for e in memory], dim=1).to(dtype)
-        values = torch.cat([e.values.reshape(objects, value_dim, -1).transpose(1, 2) for e in memory], dim=1).to(dtype)
-    query = query_key.reshape(objects, key_dim, height * width).transpose(1, 2).to(dtype).contiguous()  # O, HW, Ck
-    # fused kernels take 4-d inputs (batch, heads, positions, channels): the objects are the batch
-    query = query.unsqueeze(1).expand(-1, heads, -1, -1)  # O, heads, HW, Ck (a view)
-    keys = keys.unsqueeze(1).expand(-1, heads, -1, -1)  # O, heads, THW, Ck (a view)
-    values = values.unflatten(2, (heads, value_dim // heads)).transpose(1, 2)  # O, heads, THW, Cv/heads
-    read = F.scaled_dot_product_attention(query, keys, values, scale=1.0 / math.sqrt(key_dim))
-    read = read.permute(0, 1, 3, 2).reshape(objects, value_dim, height, width)  # channel = head * Cv/heads + j
+    with torch.autocast(query_key.device.type, enabled=False):
+        stacked = memory[0].stack.prefix(memory) if memory[0].stack is not None else None
+        if stacked is not None:  # the part's memory as it lies: no copy
+            keys, values = (t.to(dtype) for t in stacked)
+        else:
+            keys = torch.cat([e.keys.reshape(objects, key_dim, -1).transpose(1, 2) for e in memory], dim=1).to(dtype)
+            values = torch.cat([e.values.reshape(objects, value_dim, -1).transpose(1, 2) for e in memory], dim=1)
+            values = values.to(dtype)
+        query = query_key.reshape(objects, key_dim, height * width).transpose(1, 2).to(dtype).contiguous()  # O, HW, Ck
+        # fused kernels take 4-d inputs (batch, heads, positions, channels): the objects are the batch
+        query = query.unsqueeze(1).expand(-1, heads, -1, -1)  # O, heads, HW, Ck (a view)
+        keys = keys.unsqueeze(1).expand(-1, heads, -1, -1)  # O, heads, THW, Ck (a view)
+        values = values.unflatten(2, (heads, value_dim // heads)).transpose(1, 2)  # O, heads, THW, Cv/heads
+        read = F.scaled_dot_product_attention(query, keys, values, scale=1.0 / math.sqrt(key_dim))
+        read = read.permute(0, 1, 3, 2).reshape(objects, value_dim, height, width)  # channel = head * Cv/heads + j
     return torch.cat([read.to(query_value.dtype), query_value], dim=1)
 
 
@@ -456,15 +454,21 @@ class STM(nn.Module):
         share_skips: compute the decoder's skip branches once per frame instead of once per
             object, as the published code does (the same sums in another batch layout: equal up
             to float rounding; about 15% less work).
-        read_budget: bytes of affinity the bounded read may hold at once (``READ_CHUNK_BYTES``).
+        read_budget: bytes of affinity the bounded read may hold at once (``READ_BUDGET_BYTES``).
         read_follows_autocast: under bf16/fp16 autocast the fused read runs in that dtype instead
             of fp32 (``inference.driver.configure_model`` sets it on CUDA, where the fused kernels
             run half precision on tensor cores; on the demo's finetuned checkpoint it moved 0.013%
             of labels in bf16 and 0.008% in fp16, ``bench/bench_half_read.py``).
+        read_heads: the fused read's value heads, 1 or 4 (None: the device's default, see
+            :func:`fused_value_heads`); within rounding of each other.
     """
 
     def __init__(
-        self, memory_read: str = "bounded", share_skips: bool = False, read_budget: int = READ_CHUNK_BYTES
+        self,
+        memory_read: str = "bounded",
+        share_skips: bool = False,
+        read_budget: int = READ_BUDGET_BYTES,
+        read_heads: int | None = None,
     ) -> None:
         super().__init__()
         self.Encoder_M = MemoryEncoder()
@@ -476,6 +480,7 @@ class STM(nn.Module):
         self.share_skips = share_skips
         self.read_budget = read_budget
         self.read_follows_autocast = False
+        self.read_heads = read_heads
 
     @property
     def memory_read(self) -> str:
@@ -495,7 +500,9 @@ class STM(nn.Module):
         """
         frame, _ = pad_to_multiple(frame, NETWORK_STRIDE)
         probs, _ = pad_to_multiple(probs, NETWORK_STRIDE)
-        object_probs = probs[0, list(OBJECTS)]  # O, H, W
+        # a slice, not a list of classes: indexing with a list copies the index to the device and
+        # waits for it, which would stop the host queueing steps ahead on a GPU
+        object_probs = probs[0, OBJECTS[0] : OBJECTS[-1] + 1]  # O, H, W
         masks = object_probs.unsqueeze(1)  # O, 1, H, W
         others = torch.clamp(object_probs.sum(0, keepdim=True) - object_probs, 0, 1).unsqueeze(1)
         frames = frame.expand(len(OBJECTS), -1, -1, -1)
@@ -534,8 +541,8 @@ class STM(nn.Module):
         query_key = query.key.expand(objects, -1, -1, -1)
         query_value = query.value.expand(objects, -1, -1, -1)
         if self.memory_read == "bounded":
-            read = read_memory_bounded(memory, query_key, query_value, self.read_budget,
-                                       self.read_follows_autocast)  # O, 1024, f16  # fmt: skip
+            read = read_memory_bounded(memory, query_key, query_value, self.read_budget, self.read_follows_autocast,
+                                       self.read_heads)  # O, 1024, f16  # fmt: skip
         else:
             read = read_memory_naive(memory, query_key, query_value)
         if query.skips_done:

@@ -15,7 +15,7 @@ from dataset.clip import scan_clip
 from dataset.synthetic import make_synthetic_clip
 from inference.driver import configure_model, propagate_clip
 from inference.options import PropagationOptions
-from model.stm import READ_CHUNK_BYTES, MemoryEntry, read_memory_bounded, read_memory_naive
+from model.stm import READ_BUDGET_BYTES, MemoryEntry, read_memory_bounded, read_memory_naive
 
 CPU = torch.device("cpu")
 
@@ -64,7 +64,7 @@ def test_fused_read_forced_by_a_small_budget_matches_the_materialised_read(tmp_p
     sample = make_synthetic_clip(tmp_path / "ws", "clip", num_frames=9, size=(44, 58), keyframes=(2, 6), seed=3)
     clip = scan_clip(sample.folder)
     options = PropagationOptions(mem_every=1)
-    materialised = propagate_with_budget(parity_model, clip, tmp_path / "a", READ_CHUNK_BYTES, options)
+    materialised = propagate_with_budget(parity_model, clip, tmp_path / "a", READ_BUDGET_BYTES, options)
     assert fused_spy == [], "the default budget holds this small clip's affinity"
     fused = propagate_with_budget(parity_model, clip, tmp_path / "b", 1, options)
     assert len(fused_spy) == 10 and max(fused_spy) == 4  # all 10 segment steps, up to 4 entries
@@ -78,7 +78,7 @@ def test_the_default_budget_switches_to_the_fused_read_at_480x896(tmp_path, pari
     sample = make_synthetic_clip(tmp_path / "ws", "hd", num_frames=4, size=(480, 896), keyframes=(0,), seed=5)
     clip = scan_clip(sample.folder)
     options = PropagationOptions(mem_every=1)
-    fused = propagate_with_budget(parity_model, clip, tmp_path / "a", READ_CHUNK_BYTES, options)
+    fused = propagate_with_budget(parity_model, clip, tmp_path / "a", READ_BUDGET_BYTES, options)
     assert fused_spy == [3], "frame 3 reads 3 entries: the first read past the default budget"
     materialised = propagate_with_budget(parity_model, clip, tmp_path / "b", 2**40, options)
     assert fused_spy == [3], "an unlimited budget materialises every read"
@@ -96,7 +96,7 @@ def test_the_read_runs_in_fp32_under_autocast():
     query_value = torch.randn(2, 512, 6, 7, generator=g).bfloat16()
     reference_memory = [MemoryEntry(e.keys.float(), e.values.float()) for e in memory]
     reference = read_memory_naive(reference_memory, query_key.float(), query_value.float())
-    for budget in (READ_CHUNK_BYTES, 1):  # materialised and fused
+    for budget in (READ_BUDGET_BYTES, 1):  # materialised and fused
         with torch.autocast("cpu", dtype=torch.bfloat16):
             read = read_memory_bounded(memory, query_key, query_value, budget)
         torch.testing.assert_close(read[:, :512].float(), reference[:, :512], rtol=0, atol=1e-2)

@@ -142,7 +142,7 @@ def test_the_fused_read_matches_the_naive_read(heads):
 
 def test_bounded_read_beyond_its_budget_is_the_fused_read():
     memory, qk, qv = random_memory(5, seed=1)
-    assert torch.equal(read_memory_bounded(memory, qk, qv, chunk_bytes=1), read_memory_fused(memory, qk, qv))
+    assert torch.equal(read_memory_bounded(memory, qk, qv, budget_bytes=1), read_memory_fused(memory, qk, qv))
 
 
 def test_a_memory_stack_serves_the_fused_read_without_a_copy_and_keeps_the_entries():

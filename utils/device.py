@@ -47,15 +47,19 @@ def resolve_device(name: str = "auto", gpu: int | None = None) -> torch.device:
 
 
 def device_free_bytes(device: torch.device) -> int | None:
-    """Bytes this process may still take on a CUDA ``device``: the driver's free memory, capped by
-    the share ``torch.cuda.set_per_process_memory_fraction`` allows less what the allocator already
-    holds; None on other devices."""
+    """Bytes this process may still take on a CUDA ``device``, None on other devices: the driver's
+    free memory plus what torch's caching allocator holds without handing it out (reserved, not
+    allocated: this process can reuse it, and to the driver it looks taken), capped by the share
+    ``torch.cuda.set_per_process_memory_fraction`` allows less what is allocated. Without the
+    cached share, later clips in one process (the workspace, the app) would get smaller budgets."""
     if device.type != "cuda":
         return None
     free, total = torch.cuda.mem_get_info(device)
+    allocated = torch.cuda.memory_allocated(device)
+    free += max(0, torch.cuda.memory_reserved(device) - allocated)
     fraction = getattr(torch.cuda, "get_per_process_memory_fraction", None)
     if fraction is not None:
-        free = min(free, max(0, int(fraction(device) * total) - torch.cuda.memory_reserved(device)))
+        free = min(free, max(0, int(fraction(device) * total) - allocated))
     return free
 
 
