@@ -92,6 +92,8 @@ def main() -> None:
     parser.add_argument("--threads", default="1,2,all", help="--n_threads values to try (all: one per core)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--clip", default=None, help="a clip folder to read instead of a generated one (its keyframes "
+                        "as they are; --size and --frames are then its own)")  # fmt: skip
     args = parser.parse_args()
     device = resolve_device(args.device)
     prepare_device(device)
@@ -102,15 +104,19 @@ def main() -> None:
     print(f"# I/O pipeline, stand-in network on {where}; {cpu_info()}; {cores} cores, torch {torch.__version__}")
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         root = Path(tmp)
-        start = time.perf_counter()
-        sample = make_synthetic_clip(root / "ws", "hd", num_frames=args.frames, size=(height, width),
-                                     keyframes=(0, args.frames - 1), seed=4)  # fmt: skip
-        print(f"clip: {args.frames} frames of {width}x{height} written in {time.perf_counter() - start:.1f} s")
+        if args.clip:
+            folder = Path(args.clip)
+            print(f"clip: {folder}")
+        else:
+            start = time.perf_counter()
+            folder = make_synthetic_clip(root / "ws", "hd", num_frames=args.frames, size=(height, width),
+                                         keyframes=(0, args.frames - 1), seed=4).folder  # fmt: skip
+            print(f"clip: {args.frames} frames of {width}x{height} written in {time.perf_counter() - start:.1f} s")
         print("| --n_threads | visits | visits/s (median) | runs (s) | stand-in share |")
         print("|---|---|---|---|---|")
         for threads in counts:
-            run_once(sample.folder, root / "out", threads, device)  # warm-up: page cache, allocators
-            runs = [run_once(sample.folder, root / "out", threads, device) for _ in range(args.runs)]
+            run_once(folder, root / "out", threads, device)  # warm-up: page cache, allocators
+            runs = [run_once(folder, root / "out", threads, device) for _ in range(args.runs)]
             seconds = statistics.median(r[0] for r in runs)
             visits = runs[0][1]
             share = statistics.median(r[2] / r[0] for r in runs)

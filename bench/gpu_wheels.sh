@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The wheels the lent GPU machine lacks (it has torch, numpy, OpenCV, numba, scipy, werkzeug, jinja2,
-# click, pytest, hypothesis; see the device tool's KINDS.md), for its Python 3.12, into .gpu_wheels/
-# (git-ignored): carry it with the run (carry: [".gpu_wheels"]); bench/gpu_check.sh installs from it
-# with --no-index.
+# The wheels a GPU machine without a package registry lacks for the GPU check, for its Python 3.12
+# (its image has torch, numpy, OpenCV, numba, scipy, werkzeug, jinja2, click, pytest, pytest-timeout
+# and hypothesis), downloaded here into .gpu_wheels/ (git-ignored): copy that folder beside the
+# checkout there; bench/gpu_check.sh installs from it with --no-index --no-deps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \

@@ -7,6 +7,7 @@ Used by the demo, the tests and the benchmarks, so that nothing needs to be down
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,9 +43,11 @@ class SyntheticClip:
 
 
 def render_frames(
-    num_frames: int, height: int, width: int, seed: int = 0, grey: bool = False
+    num_frames: int, height: int, width: int, seed: int = 0, grey: bool = False, workers: int = 1
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Frames (H x W x 3 uint8, RGB) and alpha mattes (H x W float32 in [0, 1])."""
+    """Frames (H x W x 3 uint8, RGB) and alpha mattes (H x W float32 in [0, 1]). ``workers``:
+    threads rendering frames at once (the same frames whatever the number: only the textures
+    are random)."""
     rng = np.random.default_rng(seed)
     margin = max(height, width) // 4
     bg_tex = _texture(
@@ -56,8 +59,8 @@ def render_frames(
     phase = rng.uniform(0, 2 * np.pi, 4)
     base_radius = 0.3 * min(height, width)
     soft = max(1.5, 0.025 * min(height, width))  # edge softness in pixels
-    frames, alphas = [], []
-    for t in range(num_frames):
+
+    def frame(t: int) -> tuple[np.ndarray, np.ndarray]:
         s = t / max(1, num_frames - 1)
         cx = width * (0.35 + 0.3 * s + 0.05 * np.sin(3 * s))
         cy = height * (0.5 + 0.12 * np.sin(2 * np.pi * s))
@@ -80,9 +83,14 @@ def render_frames(
         image = np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8)
         if grey:
             image = np.repeat(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
-        frames.append(image)
-        alphas.append(alpha)
-    return frames, alphas
+        return image, alpha
+
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:  # NumPy and OpenCV release the GIL on whole arrays
+            rendered = list(pool.map(frame, range(num_frames)))
+    else:
+        rendered = [frame(t) for t in range(num_frames)]
+    return [image for image, _ in rendered], [alpha for _, alpha in rendered]
 
 
 def make_synthetic_clip(
