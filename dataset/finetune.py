@@ -1,4 +1,4 @@
-"""Training clips for online finetuning, made from a clip's keyframes (spec section 7).
+"""Training clips for online finetuning, made from a clip's keyframes (docs/method.md, "Online finetuning").
 
 Each sample is a 3-frame clip made from one keyframe by random affine warps, cropped so that
 every frame shows enough of the unknown band.

@@ -1,4 +1,4 @@
-"""Fusing the parts of a propagation result into one trimap per frame (spec section 6)."""
+"""Fusing the parts of a propagation result into one trimap per frame (docs/method.md, "The ensemble")."""
 
 from __future__ import annotations
 

@@ -168,7 +168,7 @@ class PropagationOptions:
 
     def keep_every(self, num_frames: int) -> int:
         """The memory interval for a clip of ``num_frames`` frames: ``mem_every`` when given,
-        else ``ceil(N / max_memory)`` (spec section 5)."""
+        else ``ceil(N / max_memory)`` (docs/method.md, "The memory rules")."""
         if self.mem_every > 0:
             return self.mem_every
         return max(1, math.ceil(num_frames / self.max_memory))
@@ -228,7 +228,7 @@ def add_propagation_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--compile", action="store_true", help="torch.compile the encoders and the decoder (compiles once per run, "
-        "about 15 s per clip size on a 2-core CPU; pays on long clips, see docs/performance.md)",
+        "which pays on long clips only; tgm.py tune measures whether it pays here, docs/performance.md)",
     )  # fmt: skip
     path.add_argument(
         "--naive", action="store_true", help="the published computation as it was (affinity always "

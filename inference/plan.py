@@ -1,6 +1,6 @@
 """The parts plan: which frames each propagation part visits, from which keyframes.
 
-Pure functions, no network: see spec section 5.
+Pure functions, no network: see docs/method.md, "The parts plan" and "The memory rules".
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Propagating keyframe trimaps through a clip, part by part (spec section 5)."""
+"""Propagating keyframe trimaps through a clip, part by part (docs/method.md, "The parts plan")."""
 
 from __future__ import annotations
 

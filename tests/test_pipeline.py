@@ -1,4 +1,4 @@
-"""test_mf_2.py end to end on generated clips, against a straightforward reading of the spec."""
+"""test_mf_2.py end to end on generated clips, against a straightforward reading of docs/method.md."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
 def spec_parts(keys, n):
-    """Spec section 5, written out again independently of utils.plan."""
+    """The parts plan of docs/method.md, written out again independently of inference/plan.py."""
     parts = []
     if keys[0] > 0:
         parts.append((list(range(keys[0], -1, -1)), [keys[0]]))

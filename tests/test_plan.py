@@ -1,4 +1,4 @@
-"""The parts plan and the confidence weights (spec section 5)."""
+"""The parts plan and the confidence weights (docs/method.md, "The parts plan")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Online finetuning on a clip's keyframes (spec section 7): ``online_finetune_test.py`` as a library."""
+"""Online finetuning on a clip's keyframes (docs/method.md, "Online finetuning"): ``online_finetune_test.py`` as a library."""
 
 from __future__ import annotations
 
