@@ -4,6 +4,8 @@ trimap, starting and cancelling jobs."""
 from __future__ import annotations
 
 import io
+import os
+import signal
 import time
 
 import av
@@ -222,10 +224,14 @@ def test_the_matte_job_ends_with_a_foreground_video_served_while_its_trimaps_are
         stream = container.streams.video[0]
         assert "yuva444" in stream.codec_context.pix_fmt, "the alpha travels in the video"
         assert sum(1 for _ in container.decode(stream)) == len(client.get("/api/clips/clip").get_json()["stems"])
-    # a rerun changes the fused trimaps: the video describes the old ones until the next matte job
-    fused = tmp_path / "results" / client.get("/api/clips/clip").get_json()["result"]["folder"] / "ensemble"
-    time.sleep(0.01)
-    (fused / ".rerun").write_bytes(b"")
+    # a rerun after a new keyframe changes the fused trimaps: the video describes the old ones
+    # until the next matte job
+    drawn = np.full((40, 56), 128, np.uint8)
+    drawn[:12], drawn[28:] = 0, 255
+    saved = client.put("/api/clips/clip/keyframe/00002", data=encode_png(drawn), content_type="image/png")
+    assert saved.status_code == 200, saved.get_json()
+    assert client.post("/api/job", json={"clip": "clip", "kind": "propagate"}).status_code == 202
+    assert wait_for_job(client)["state"] == "done"
     assert client.get("/api/clips/clip/foreground.mov").status_code == 404 and not detail_video(client)
 
 
@@ -234,12 +240,21 @@ def detail_video(client) -> bool:
 
 
 @pytest.mark.e2e
-def test_a_job_can_be_cancelled(client, workspace):
+def test_a_job_can_be_cancelled(app, client, workspace):
     started = client.post("/api/job", json={"clip": "clip", "kind": "propagate"})
     assert started.status_code == 202
-    time.sleep(0.5)
-    cancelled = client.post("/api/job/cancel").get_json()["job"]
-    assert cancelled["id"] == started.get_json()["job"]["id"]
+    runner = app.extensions["trimap_runner"]
+    deadline = time.time() + 60
+    while runner.current.process is None:  # its command has started
+        assert time.time() < deadline and runner.current.state == "running", runner.current.as_json()
+        time.sleep(0.05)
+    process = runner.current.process
+    os.killpg(process.pid, signal.SIGSTOP)  # frozen: however fast this machine, the job cannot end first
+    try:
+        cancelled = client.post("/api/job/cancel").get_json()["job"]
+        assert cancelled["id"] == started.get_json()["job"]["id"]
+    finally:
+        os.killpg(process.pid, signal.SIGCONT)  # the Ctrl-C the cancel sent is handled now
     job = wait_for_job(client, timeout=60)
     assert job["state"] == "cancelled", job
     assert not list((workspace.parent / "results").rglob("*.tmp")), "no half-written file"

@@ -1,4 +1,4 @@
-"""Issue 20's findings, one test each: the app's token, Host and XSRF checks, inputs never rewritten,
+"""The app's and the tools' safety, one finding each: the app's token, Host and XSRF checks, inputs never rewritten,
 results that describe their own inputs, locks, durable writes, and no 500s."""
 
 from __future__ import annotations
@@ -206,9 +206,24 @@ def test_frame_sizes_come_from_the_header(workspace, tmp_path, monkeypatch):
 
 
 @pytest.mark.unit
-def test_saves_of_one_trimap_at_once_keep_the_first_version_as_backup(workspace, tmp_path):
+def test_saves_of_one_trimap_at_once_keep_the_first_version_as_backup(workspace, tmp_path, monkeypatch):
+    import webapp.workspace as workspace_module
+
     view = WorkspaceView(workspace, tmp_path / "results")
     original = (workspace / "clip" / "00000_trimap.png").read_bytes()
+    writing, most = [0], [0]
+    write = workspace_module.atomic_write_png
+
+    def slow_write(*args, **kwargs):  # widens the window in which two saves could overlap
+        writing[0] += 1
+        most[0] = max(most[0], writing[0])
+        time.sleep(0.02)
+        try:
+            write(*args, **kwargs)
+        finally:
+            writing[0] -= 1
+
+    monkeypatch.setattr(workspace_module, "atomic_write_png", slow_write)
     uploads = []
     for value in range(8):
         drawn = np.full((40, 56), 128, np.uint8)
@@ -220,6 +235,7 @@ def test_saves_of_one_trimap_at_once_keep_the_first_version_as_backup(workspace,
     for thread in threads:
         thread.join()
     assert (workspace / "clip" / "00000_trimap.orig.png").read_bytes() == original
+    assert most[0] == 1, "saves of one trimap are serialised"
 
 
 @pytest.mark.unit
