@@ -24,8 +24,8 @@ _C.SYSTEM.CUDNN_BENCHMARK = True
 _C.SYSTEM.CUDNN_DETERMINISTIC = False
 _C.SYSTEM.CUDNN_ENABLED = True
 # new: MiB of query features shared between the forward and backward parts of a segment (the same
-# bits, less work; -1: the device's default, 2048 on the CPU and 8192 on a GPU; 0: off). The flag
-# --share_query_mib overrides it.
+# bits, less work; -1: the device's default, 2048 on the CPU and on a GPU a quarter of the memory free
+# when the run starts; 0: off). The flag --share_query_mib overrides it.
 _C.SYSTEM.SHARE_QUERY_MIB = -1
 # new: propagate with the frames' shorter side scaled to this many pixels and the probabilities
 # scaled back to the frame's size (0: the frames' own size, the published computation). The flag

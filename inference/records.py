@@ -22,7 +22,10 @@ from inference.plan import Part
 
 # Bump when a change of the code changes the bytes a part is written with: old parts are then
 # recomputed instead of reused.
-OUTPUT_VERSION = 2  # 2: the fixed keyframes' frames are ingredients too (their RGB is in the memory)
+# 2: the fixed keyframes' frames are ingredients too (their RGB is in the memory); 3: the read beyond
+# its budget is torch's fused attention (it rounds unlike the loop before it), so parts computed
+# before are computed again rather than mixed with new ones.
+OUTPUT_VERSION = 3
 
 
 def weights_digest(model: torch.nn.Module) -> str:

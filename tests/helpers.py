@@ -21,14 +21,14 @@ from utils.errors import run_cli
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
 
-# Tolerances of the shared parity comparison (../shared/parity/compare.py).
+# Tolerances of the parity comparison that came with the published outputs (tests/fixtures/parity_case1).
 TOL_LEVELS = 2
 MIN_WITHIN = 0.999
 MAX_MEAN = 0.25
 CLEAR_MARGIN = 8.0
 # Clear-cut ensemble labels the parity tests tolerate per frame. The published code itself, run on
-# an AVX512 CPU (Zen 4) with 1 and with 2 threads, differs from its own stored output by one
-# clear-cut label on this case (the loud parity weights amplify rounding by up to 26 levels on a
+# a 2-core AVX512 CPU (2026-12-01) with 1 and with 2 threads, differed from its own stored output by
+# one clear-cut label on this case (the loud parity weights amplify rounding by up to 26 levels on a
 # few pixels); one label of 7,200 per frame covers that noise, while any real change of the
 # computation moves hundreds (tests/test_parity.py keeps the negative controls).
 PARITY_CLEAR_SLACK = 1
@@ -56,10 +56,10 @@ def write_cfg(path: Path, dataset_path: Path, extra: str = "") -> Path:
 
 
 def compare_results(expected: Path, actual: Path, clear_slack: int = 0) -> list[str]:
-    """Problems between two <clip>_mem<N> folders: the checks and tolerances of the shared
-    ../shared/parity/compare.py (tests/test_parity.py shows it can fail). The folders are read
-    through ``inference.layout.ResultFolder``, which owns their layout. ``clear_slack``: clear-cut
-    ensemble labels tolerated per frame (compare.py's PARITY_CLEAR_SLACK)."""
+    """Problems between two <clip>_mem<N> folders: the checks and tolerances that came with the
+    published outputs (tests/test_parity.py shows it can fail). The folders are read through
+    ``inference.layout.ResultFolder``, which owns their layout. ``clear_slack``: clear-cut ensemble
+    labels tolerated per frame."""
     problems = []
     want, got = ResultFolder(expected), ResultFolder(actual)
     conf_e, conf_a = want.read_conf(), got.read_conf()

@@ -47,7 +47,7 @@ def test_a_box_alone_cuts_the_generated_subject_out(sample):
     assert set(np.unique(labels)) == {BACKGROUND, UNKNOWN, FOREGROUND}
     assert np.array_equal(labels, box_trimap(rgb, bounding_box(mask), band_per_side=12))  # repeatable
     miou = float(iou_from_confusion(confusion(labels, truth)).mean())
-    assert miou >= 0.75, miou  # 0.80 here; bench/bench_box.py gives the mean over clips (README)
+    assert miou >= 0.75, miou  # 0.80 on this clip; bench/bench_box.py gives the mean over clips (docs/keyframes.md)
     rectangle = np.zeros_like(labels)
     box = bounding_box(mask)
     rectangle[box.y0 : box.y1, box.x0 : box.x1] = UNKNOWN

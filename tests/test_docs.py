@@ -4,6 +4,7 @@ of every command is on the commands page, and the package's dependencies are req
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from pathlib import Path
 
@@ -143,3 +144,58 @@ def test_the_tgm_command_is_the_dispatcher_of_tgm_py():
     assert (module, function) == ("commands", "cli")
     tgm_py = (REPO / "tgm.py").read_text()
     assert "from commands import cli" in tgm_py and "cli()" in tgm_py
+
+
+# Words about how the project was made rather than what it is: issue numbers, work sessions, a
+# machine lent for a while, a behaviour contract the repository does not hold. (Spelled in parts,
+# so that this file does not match itself.)
+HOW_IT_WAS_MADE = re.compile(
+    "|".join(
+        (
+            r"\b" + "issue" + r"s? #?[0-9]+",
+            r"\b(earlier|previous|next|this|that|each|every|later|other|latest) " + "session" + r"s?\b",
+            r"\b" + "session" + r"s? (of|that|before|after|was|were|is lent)\b",
+            r"\b" + "lent" + r"\b",
+            r"\b" + "lease" + r"s?\b",
+            "spec" + r" section",
+            r"\b" + "spec" + r"\.md\b",
+            "found" + " here",
+            r"\.\./" + "shared/",
+        )
+    ),
+    re.IGNORECASE,
+)
+
+
+SKIPPED_DIRS = {".git", ".venv", ".ci", "__pycache__", "demo_out", "train_log", "results", "test-artifacts",
+                "bench_gpu_out", ".gpu_wheels", ".pytest_cache", ".ruff_cache", ".hypothesis", "fixtures"}  # fmt: skip
+
+
+def project_text_files() -> list[Path]:
+    """The project's own text files: code, docs, configs (not what runs make, nor test fixtures)."""
+    found = []
+    for folder, dirs, files in os.walk(REPO):  # Path.walk is Python 3.12's
+        dirs[:] = [d for d in dirs if d not in SKIPPED_DIRS]
+        found += [Path(folder) / f for f in files if Path(f).suffix in {".py", ".md", ".sh", ".yaml", ".toml", ".txt",
+                                                                   ".js", ".html", ".css"}]  # fmt: skip
+    return sorted(found)
+
+
+def test_the_project_speaks_of_itself_only():
+    found = []
+    for path in project_text_files():
+        if path == Path(__file__).resolve():  # its patterns are spelled in parts, its examples are not
+            continue
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if HOW_IT_WAS_MADE.search(line):
+                found.append(f"{path.relative_to(REPO)}:{number}: {line.strip()[:100]}")
+    assert not found, "say the machine and date, the command or the page instead:\n" + "\n".join(found)
+
+
+@pytest.mark.unit
+def test_the_words_about_how_it_was_made_are_recognised():
+    for line in ("as " + "issue 28 found", "the " + "session before", "on a " + "lent H200", "one " + "lease",
+                 "see " + "spec section 5", "../" + "shared/parity"):  # fmt: skip
+        assert HOW_IT_WAS_MADE.search(line), line
+    for line in ("the release notes", "an excellent result", "a pytest session", "the parity case"):
+        assert not HOW_IT_WAS_MADE.search(line), line

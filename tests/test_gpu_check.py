@@ -43,7 +43,7 @@ def test_the_gpu_check_dry_run_passes_every_step_and_its_cpu_parts_fit(tmp_path)
     for name in ("install", "inputs"):  # not GPU work: what it takes here bounds it there
         assert seconds[name] <= int(plan[name]), f"{name} took {seconds[name]} s of its {plan[name]} s"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["facts.json", "log.txt", "steps.txt", "whole.jsonl"], (
-        "at most 8 files come back from a lent machine: four, and no clip"
+        "few files come back from a remote GPU machine: four, and no clip"
     )
     assert "needs a CUDA GPU" in log, "the CUDA tests say why they skip"
     assert "40 frames of 1920x1088" in log, "the inputs are made at their full size"

@@ -1,4 +1,4 @@
-"""Commands that need no network start without importing torch (1.5 s of a 2 s start): --help, extract,
+"""Commands that need no network start without importing torch: --help, extract,
 trimap, encode, evaluate. Each runs in a fresh interpreter, which then reports what it imported."""
 
 from __future__ import annotations

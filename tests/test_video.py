@@ -283,7 +283,7 @@ def result_files_differ(first: Path, second: Path) -> list[str]:
 
 @pytest.mark.e2e
 def test_test_mf_2_on_a_video_gives_the_trimaps_of_its_frames(tmp_path, parity_weights):
-    """Done-when of issue 21: a lossless video and the PNG folder it was made from; a lossy one and
+    """A video is a clip like its frames: a lossless video and the PNG folder it was made from; a lossy one and
     the folder tgm.py extract makes of it. Byte-identical results (parts, conf.json, fusing)."""
     sample = make_synthetic_clip(tmp_path / "ws", "clip", 10, (64, 96), keyframes=(0, 7))
     frames = [read_rgb(p) for p in sorted(sample.folder.glob("*_rgb.png"))]
