@@ -20,8 +20,9 @@ PRECISIONS = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.
 def autocast_for(precision: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
     """A factory of contexts for ``precision`` on ``device`` (fp32: a null context).
 
-    bf16/fp16: autocast; convolutions and matrix products run in bf16/fp16; softmax, the memory
-    read's scores and the outputs stay fp32. tf32 (CUDA, compute capability 8.0 and later): fp32
+    bf16/fp16: autocast; convolutions and matrix products run in bf16/fp16; softmax and the outputs
+    stay fp32, and so does the memory read, except on CUDA where the fused read follows autocast
+    (``STM.read_follows_autocast``, set by ``inference.driver.configure_model``). tf32 (CUDA, compute capability 8.0 and later): fp32
     tensors, convolutions and matrix products on TF32 tensor cores (inputs rounded to 10 mantissa
     bits) inside the context; outside it TF32 stays off, as ``utils.device.prepare_device`` left it.
     """
