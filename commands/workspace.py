@@ -28,6 +28,7 @@ from pathlib import Path
 from config import load_config
 from inference.options import PropagationOptions, add_propagation_arguments
 from pipeline.estimate import describe, estimate_clip
+from pipeline.tune import path_flags
 from pipeline.workspace import (
     ClipOutcome,
     WorkspaceJob,
@@ -62,6 +63,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "finetuned checkpoint: only the parts touching the changed keyframes are recomputed",
     )  # fmt: skip
     add_propagation_arguments(parser)
+    parser.add_argument(
+        "--tune", action="store_true", help="before propagating a clip, measure which path is fastest for it here with "
+        "labels within 99.9%% of fp32's (tgm.py tune, with the checkpoint it propagates with; kept in --save/tune/) "
+        "and propagate with that; --fast, --precision, --compile and --query_batch are then its choice",
+    )  # fmt: skip
     parser.add_argument("--gt", default=None, help="ground truth root: GT/<clip>/<stem>_trimap.png or _alpha.png")
     parser.add_argument(
         "--gt_band_diameter",
@@ -95,12 +101,14 @@ def run(args: argparse.Namespace) -> None:
         clips = [c for c in clips if clip_name_of(c) in args.clips]
     if args.refine_steps < 0:
         raise UserError(f"--refine_steps {args.refine_steps}: must be >= 0")
+    if args.tune and (path_flags(options) or options.naive):
+        raise UserError(f"--tune chooses the path itself: leave out {' '.join(path_flags(options)) or '--naive'}")
     save = ensure_writable_dir(Path(args.save), "--save")
     base = load_config(args.cfg, args.opts)  # a bad base config fails here, once, before any work
     options = options.with_config(base.SYSTEM)
     job = WorkspaceJob(
         save, options, args.cfg, tuple(args.opts), Path(args.load) if args.load else None,
-        Path(args.gt) if args.gt else None, args.gt_band_diameter, args.refine_steps, args.keep_finetuned,
+        Path(args.gt) if args.gt else None, args.gt_band_diameter, args.refine_steps, args.keep_finetuned, args.tune,
     )  # fmt: skip
     if args.estimate:
         estimate_clips(clips, job, args)

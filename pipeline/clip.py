@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,10 +70,13 @@ def run_clip(
     finetuning: Finetuning | None = None,
     fuse: bool = True,
     world: World = SINGLE,
+    choose_path: Callable[[Path], PropagationOptions] | None = None,
 ) -> ClipRun:
     """Finetune on the keyframes (when ``finetuning`` is given), propagate with the result (or
     with ``checkpoint``) into ``save``, and fuse the parts (``fuse``; rank 0 only). A rerun
     reuses the parts whose inputs did not change and fuses only when the parts changed.
+    ``choose_path``: given the checkpoint the clip is propagated with, the options to propagate
+    with (``tgm.py workspace --tune`` measures them then).
 
     Exactly one of ``checkpoint`` and ``finetuning`` is given.
     """
@@ -83,6 +87,8 @@ def run_clip(
         start = time.perf_counter()
         checkpoint = finetune(finetuning.cfg, finetuning.cfg_path, clip, device, world).checkpoint
         finetune_s = time.perf_counter() - start
+    if choose_path is not None:
+        options = choose_path(Path(checkpoint))
     start = time.perf_counter()
     model = load_model(checkpoint, options, device)
     result = ResultFolder.of(save, clip.name, options.mem_every)

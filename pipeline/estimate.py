@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +27,11 @@ from model.stm import STM
 from model.weights import trainable_random_init
 from pipeline.clip import open_clip
 from pipeline.finetuning import plan_finetuning
+from pipeline.tune import keep, path_flags, tune_clip, with_path
 from pipeline.workspace import WorkspaceJob, clip_config
 from training.loop import time_training_steps
 from utils.images import encode_png
+from utils.logs import duration
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,8 @@ class RunEstimate:
     part_png_bytes: int
     fused_bytes_per_frame: int  # the fused trimap and its overlay
     discard_parts: bool
+    path: list[str] = field(default_factory=list)  # the computation path timed (--tune: the one measured fastest)
+    tuned: dict | None = None  # with --tune: the measurement (pipeline/tune.py's JSON)
 
     @property
     def finetune_seconds(self) -> float:
@@ -100,24 +104,28 @@ def estimate_clip(clip_dir: Path, job: WorkspaceJob, device: torch.device) -> Ru
 def _estimate(clip: Clip, name: str, cfg, cfg_path: Path, job: WorkspaceJob, device: torch.device) -> RunEstimate:
     options = job.options
     parts = plan_parts(clip.keyframe_indices, len(clip))
-    start = time.perf_counter()
     steps, per_step, saving, detail = 0, 0.0, 0.0, f"none: --load {job.checkpoint}" if job.checkpoint else ""
-    if job.checkpoint is not None:
-        model = load_model(job.checkpoint, options, device)
-    else:
+    weights = job.checkpoint  # what the estimate propagates with: the run's checkpoint, or its stand-in
+    if job.checkpoint is None:
         plan = plan_finetuning(cfg, cfg_path, clip, job.refine_steps, job.keep_finetuned)
         detail = plan.detail
         if plan.checkpoint is not None:
-            model = load_model(plan.checkpoint, options, device)
+            weights = plan.checkpoint
         else:
             steps = int(plan.cfg.TRAIN.TOTAL_STEPS)
-            start_weights = plan.cfg.TRAIN.LOAD_CKPT
-            if start_weights:
-                model = load_model(start_weights, options, device)
-            else:
-                model = STM()
-                trainable_random_init(model)
-                model = configure_model(model, options, device)
+            weights = Path(plan.cfg.TRAIN.LOAD_CKPT) if plan.cfg.TRAIN.LOAD_CKPT else None
+    tuned = None
+    if job.tune:  # the path the run would take (it measures again with its finetuned checkpoint)
+        tuned = tune_clip(clip, weights, options, device, job.save)
+        keep(job.save, tuned, name)
+        options = with_path(options, tuned.choice)
+    start = time.perf_counter()
+    if weights is not None:
+        model = load_model(weights, options, device)
+    else:
+        model = STM()
+        trainable_random_init(model)
+        model = configure_model(model, options, device)
     setup = time.perf_counter() - start
     if steps:
         log.info("%s: timing finetuning steps (%s crops)", name, tuple(plan.cfg.TRAIN.TRAIN_INPUT_SIZE))
@@ -132,7 +140,7 @@ def _estimate(clip: Clip, name: str, cfg, cfg_path: Path, job: WorkspaceJob, dev
         finetune_steps=steps, finetune_detail=detail, setup_seconds=setup, seconds_per_step=per_step,
         finetune_save_seconds=saving, seconds_per_visit=visit.seconds, write_seconds=visit.write_seconds,
         read_seconds=visit.read_seconds, part_png_bytes=visit.png_bytes, fused_bytes_per_frame=fused_png_bytes(clip),
-        discard_parts=options.discard_parts,
+        discard_parts=options.discard_parts, path=path_flags(options), tuned=tuned.as_json() if tuned else None,
     )  # fmt: skip
 
 
@@ -159,12 +167,6 @@ def describe(estimate: RunEstimate) -> str:
         f"{duration(estimate.propagate_seconds)}"
     )
     parts.append(f"{estimate.disk_bytes / 2**20:.0f} MiB on disk")
+    if estimate.tuned is not None:
+        parts.append(f"path measured here: {estimate.tuned['summary']}")
     return ", ".join(parts)
-
-
-def duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"

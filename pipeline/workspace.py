@@ -17,9 +17,11 @@ from inference.options import PropagationOptions
 from inference.uncertainty import read_uncertainty
 from pipeline.clip import Finetuning, open_clip, run_clip
 from pipeline.finetuning import plan_finetuning, write_record
+from pipeline.tune import TuneResult, keep, tune_clip, with_path
 from utils.distributed import World
 from utils.errors import UserError
 from utils.io import atomic_write_text, ensure_writable_dir
+from utils.logs import duration
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,7 @@ class WorkspaceJob:
     gt_band_diameter: int = 10
     refine_steps: int = 0
     keep_finetuned: bool = False
+    tune: bool = False  # measure each clip's fastest faithful path before propagating it (pipeline/tune.py)
 
 
 @dataclass
@@ -51,6 +54,7 @@ class ClipOutcome:
     propagate_s: float = 0.0
     miou: float | None = None
     parts: str = ""
+    path: str = ""  # with --tune: the path chosen and what it was measured to buy
     suggested: list[str] = field(default_factory=list)
 
 
@@ -113,7 +117,21 @@ def _process(clip, name, cfg, cfg_path, job: WorkspaceJob, world: World, device:
         checkpoint = plan.checkpoint
         if checkpoint is None:
             finetuning = Finetuning(plan.cfg, plan.cfg_path)  # one clip per rank: no DDP here
-    run = run_clip(clip, job.save, job.options, device, checkpoint=checkpoint, finetuning=finetuning)
+    tuned: list[TuneResult] = []
+
+    def tuned_path(weights: Path) -> PropagationOptions:
+        result = tune_clip(clip, weights, job.options, device, job.save)
+        keep(job.save, result, name)
+        tuned.append(result)
+        log.info("%s: propagating with %s (measured here, %s): about %s for %d visits",
+                 clip.name, " ".join(result.choice) or "the default path", result.summary(),
+                 duration(result.expected_seconds()), result.clip_visits)  # fmt: skip
+        return with_path(job.options, result.choice)
+
+    run = run_clip(clip, job.save, job.options, device, checkpoint=checkpoint, finetuning=finetuning,
+                   choose_path=tuned_path if job.tune else None)  # fmt: skip
+    if tuned:
+        outcome.path = tuned[0].summary()
     if finetuning is not None:
         write_record(cfg, cfg_path, plan.inputs, run.checkpoint)
     outcome.finetune_s, outcome.propagate_s = run.finetune_s, run.propagate_s

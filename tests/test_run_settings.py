@@ -19,21 +19,30 @@ pytestmark = pytest.mark.unit
 CPU_ONLY, WITH_GPU = Machine(None), Machine("cuda")
 
 
-def test_a_short_small_clip_on_a_cpu_gets_the_published_computation():
+def test_a_short_small_clip_on_a_cpu_gets_the_published_computation_on_the_measured_path():
     settings, notes = recommend(60, 480, 854, CPU_ONLY)  # 480 px is not above 480
-    assert settings == RunSettings() and notes == {} and workspace_flags(settings) == []
+    assert settings == RunSettings(tune=True) and set(notes) == {"tune"} and workspace_flags(settings) == ["--tune"]
+    assert "measures here" in notes["tune"]
 
 
 def test_hd_long_clips_and_gpus_get_what_pays_with_what_it_trades():
     settings, notes = recommend(9000, 1080, 1920, WITH_GPU)
-    assert settings == RunSettings(fast=True, max_internal_size=720, max_memory=8)
-    assert set(notes) == {"fast", "max_internal_size", "max_memory"}
+    assert settings == RunSettings(tune=True, max_internal_size=720, max_memory=8)
+    assert set(notes) == {"tune", "max_internal_size", "max_memory"}
     assert "1920x1080" in notes["max_internal_size"] and "9000 frames" in notes["max_memory"]
-    assert recommend(9000, 720, 1280, WITH_GPU)[0] == RunSettings(fast=True, max_memory=8)  # 720p is not above 720
+    assert recommend(9000, 720, 1280, WITH_GPU)[0] == RunSettings(tune=True, max_memory=8)  # 720p is not above 720
     # without a GPU, anything above 480 px is propagated at 480 (HD at full size takes seconds a frame there)
-    assert recommend(100, 1080, 1920, CPU_ONLY)[0] == RunSettings(max_internal_size=480)
-    assert recommend(300, 720, 1280, CPU_ONLY)[0] == RunSettings(max_internal_size=480, max_memory=8)
+    assert recommend(100, 1080, 1920, CPU_ONLY)[0] == RunSettings(tune=True, max_internal_size=480)
+    assert recommend(300, 720, 1280, CPU_ONLY)[0] == RunSettings(tune=True, max_internal_size=480, max_memory=8)
     assert "no GPU" in recommend(100, 720, 1280, CPU_ONLY)[1]["max_internal_size"]
+
+
+def test_the_proposal_says_what_was_measured_here():
+    measured = {"summary": "--fast --precision bf16, 2.4x the default, 99.98% of labels", "checkpoint_name": "w.pth"}
+    notes = recommend(60, 480, 854, CPU_ONLY, measured)[1]
+    assert notes["tune"].startswith("measured here: --fast --precision bf16, 2.4x the default, 99.98% of labels")
+    # with tune on, the measurement decides fast and precision: the flags say --tune, not what the page shows
+    assert workspace_flags(RunSettings(tune=True, fast=True, precision="bf16")) == ["--tune"]
 
 
 def test_the_flags_are_flags_tgm_py_workspace_takes():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 
@@ -81,3 +82,26 @@ def prepare_device(device: torch.device, system=None) -> None:
             torch.backends.cudnn.benchmark = system.CUDNN_BENCHMARK
             torch.backends.cudnn.deterministic = system.CUDNN_DETERMINISTIC
     log.info("device: %s%s", device, f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+
+
+def machine_description(device: torch.device) -> str:
+    """What a speed measurement on ``device`` depends on, in one line: the GPU's name and compute
+    capability, or the CPU's model, its vector flags and the cores this process may use; and torch."""
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        what = f"{torch.cuda.get_device_name(device)} (sm{major}{minor})"
+    else:
+        model, flags = "unknown CPU", set()
+        try:
+            with open("/proc/cpuinfo") as handle:
+                for line in handle:
+                    if line.startswith("model name") and model == "unknown CPU":
+                        model = line.split(":", 1)[1].strip()
+                    elif line.startswith("flags") and not flags:
+                        flags = set(line.split(":", 1)[1].split())
+        except OSError:
+            pass
+        vector = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        what = f"{model} ({', '.join(vector) or 'no AVX2'}; {cores} cores, {torch.get_num_threads()} threads)"
+    return f"{device.type}: {what}, torch {torch.__version__}"

@@ -131,3 +131,12 @@ def progress(iterable=None, **kwargs) -> tqdm:
     if report_to and not kwargs.get("disable"):
         return _ReportingBar(iterable, report_to=report_to, **kwargs)
     return tqdm(iterable, **kwargs)
+
+
+def duration(seconds: float) -> str:
+    """Seconds as a person reads them: 42 s, 7 min, 2.6 h."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -22,9 +22,10 @@ def autocast_for(precision: str, device: torch.device) -> Callable[[], contextli
 
     bf16/fp16: autocast; convolutions and matrix products run in bf16/fp16; softmax and the outputs
     stay fp32, and so does the memory read, except on CUDA where the fused read follows autocast
-    (``STM.read_follows_autocast``, set by ``inference.driver.configure_model``). tf32 (CUDA, compute capability 8.0 and later): fp32
-    tensors, convolutions and matrix products on TF32 tensor cores (inputs rounded to 10 mantissa
-    bits) inside the context; outside it TF32 stays off, as ``utils.device.prepare_device`` left it.
+    (``STM.read_follows_autocast``, set by ``inference.driver.configure_model``). tf32 (CUDA,
+    compute capability 8.0 and later): fp32 tensors, convolutions and matrix products on TF32
+    tensor cores (inputs rounded to 10 mantissa bits) inside the context; outside it TF32 stays
+    off, as ``utils.device.prepare_device`` left it.
     """
     if precision not in PRECISIONS:
         raise UserError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")

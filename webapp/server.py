@@ -44,6 +44,7 @@ from webapp.settings import (
     SettingsStore,
     estimate_path,
     read_estimate,
+    read_tuned,
     recommend,
     workspace_flags,
 )
@@ -313,7 +314,7 @@ def create_app(config: AppConfig) -> Flask:
     def proposal(name: str) -> tuple[RunSettings, dict[str, str]]:
         """The settings proposed for the clip on this machine, and what each trades."""
         height, width = view.frame_size(name)
-        return recommend(len(view.stems(name)), height, width, machine())
+        return recommend(len(view.stems(name)), height, width, machine(), read_tuned(config.save, name))
 
     def current_settings(name: str) -> RunSettings:
         return settings_store.load(name) or proposal(name)[0]
@@ -323,7 +324,7 @@ def create_app(config: AppConfig) -> Flask:
         saved = settings_store.load(name)
         return {"settings": asdict(saved or proposed), "saved": saved is not None, "proposed": asdict(proposed),
                 "notes": notes, "trades": TRADES, "flags": workspace_flags(saved or proposed),
-                "gpu": machine().gpu}  # fmt: skip
+                "gpu": machine().gpu, "tuned": read_tuned(config.save, name)}  # fmt: skip
 
     @app.get("/api/clips/<name>/estimate")
     def get_estimate(name: str):

@@ -41,6 +41,7 @@ class RunSettings:
     max_internal_size: int = 0  # 0: full size
     max_memory: int = 0  # 0: no limit
     discard_parts: bool = False
+    tune: bool = False  # measure the fastest faithful path before propagating; fast and precision are then its choice
 
     @classmethod
     def from_json(cls, data: object, where: str) -> RunSettings:
@@ -53,7 +54,7 @@ class RunSettings:
             raise UserError(f"{where}: unknown setting {unknown[0]!r}; the settings are {', '.join(names)}")
         values = asdict(cls())
         values.update(data)
-        for name in ("fast", "discard_parts"):
+        for name in ("fast", "discard_parts", "tune"):
             if not isinstance(values[name], bool):
                 raise UserError(f"{where}: {name} must be true or false")
         for name, most in LIMITS.items():
@@ -74,10 +75,13 @@ class RunSettings:
 def workspace_flags(settings: RunSettings) -> list[str]:
     """The ``tgm.py workspace`` flags of these settings (none for the defaults)."""
     flags = [] if settings.device == "auto" else ["--device", settings.device]
-    if settings.fast:
-        flags.append("--fast")
-    if settings.precision != "fp32":
-        flags += ["--precision", settings.precision]
+    if settings.tune:
+        flags.append("--tune")
+    else:
+        if settings.fast:
+            flags.append("--fast")
+        if settings.precision != "fp32":
+            flags += ["--precision", settings.precision]
     if settings.max_internal_size:
         flags.append(f"--max_internal_size={settings.max_internal_size}")
     if settings.max_memory:
@@ -104,11 +108,26 @@ class Machine:
         return cls(None)
 
 
-def recommend(frames: int, height: int, width: int, machine: Machine) -> tuple[RunSettings, dict[str, str]]:
+def recommend(
+    frames: int, height: int, width: int, machine: Machine, measured: dict | None = None
+) -> tuple[RunSettings, dict[str, str]]:
     """Settings proposed for a clip of ``frames`` frames of ``height`` x ``width`` on ``machine``, and for
-    each setting that differs from the published computation, what it trades."""
+    each setting that differs from the published computation, what it trades. The computation path is
+    measured, not guessed: ``tune`` is proposed, and ``measured`` (the clip's latest measurement on
+    this machine, ``pipeline/tune.py``'s JSON) says what it found."""
     notes: dict[str, str] = {}
-    values: dict[str, object] = {}
+    values: dict[str, object] = {"tune": True}
+    if measured is not None:
+        notes["tune"] = (
+            f"measured here: {measured['summary']} (with {measured['checkpoint_name']}); the run measures again "
+            "with the checkpoint it propagates with"
+        )
+    else:
+        notes["tune"] = (
+            "the run first measures here which path is fastest for this clip with labels within 99.9% of fp32's "
+            "(--fast, the precisions this machine computes natively, --compile on long clips); Estimate measures "
+            "it too"
+        )
     if machine.gpu is None and min(height, width) > CPU_SHORTER_SIDE:
         values["max_internal_size"] = CPU_SHORTER_SIDE
         notes["max_internal_size"] = (
@@ -124,12 +143,6 @@ def recommend(frames: int, height: int, width: int, machine: Machine) -> tuple[R
             "trimaps scaled back; about 3x faster at 1080p, the unknown band a little less tight "
             "(docs/video-and-hd.md); full size for a final pass where the band must hug hair"
         )
-    if machine.gpu is not None:
-        values["fast"] = True
-        notes["fast"] = (
-            "batch norms folded, channels-last tensors, the decoder's skips once per frame: faster on a GPU, "
-            "within rounding of the published computation (docs/fidelity.md)"
-        )
     if frames >= LONG_CLIP_FRAMES:
         values["max_memory"] = RECOMMENDED_MAX_MEMORY
         notes["max_memory"] = (
@@ -142,9 +155,11 @@ def recommend(frames: int, height: int, width: int, machine: Machine) -> tuple[R
 
 TRADES = {
     "device": "where the network runs: auto picks a GPU when there is one",
+    "tune": "measure the paths on this clip first (a minute or two on a CPU, seconds on a GPU) and take the fastest "
+    "whose labels stay within 99.9% of fp32's; off: fast and precision as set here",
     "fast": "faster (batch norms folded, channels-last); within rounding of the published computation",
-    "precision": "bf16/fp16 are 2-3x faster on GPUs and AMX CPUs but move labels: check them on your weights; "
-    "tf32 (NVIDIA GPUs from Ampere on) keeps fp32 tensors and rounds the products' inputs",
+    "precision": "bf16/fp16 compute in half precision where the device does so natively: faster, but labels move "
+    "with the weights (tune measures how far); tf32 (NVIDIA GPUs from Ampere on) keeps fp32 tensors",
     "max_internal_size": "propagate at this shorter side (0: full size): much faster on HD, a slightly looser band",
     "max_memory": "memory entries kept (0: every 5th frame, growing): bounded memory and time on long clips",
     "discard_parts": "fuse each frame as soon as it is done and delete its part PNGs: bounded disk, no reuse on reruns",
@@ -166,6 +181,19 @@ def read_estimate(path: Path, clip: str) -> dict | None:
     except (UserError, ValueError, AttributeError):
         return None
     return estimate if isinstance(estimate, dict) else None
+
+
+def read_tuned(save: Path, clip: str) -> dict | None:
+    """The clip's latest path measurement (``pipeline/tune.py``'s JSON, written by a run or an estimate
+    with --tune); None when there is none or it does not read."""
+    from pipeline.tune import latest_path  # the file's name is spelled there
+
+    try:
+        raw = read_app_file(latest_path(save, clip), "measure again")
+        data = json.loads(raw) if raw is not None else None
+    except (UserError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("clip") == clip and "summary" in data else None
 
 
 def read_app_file(path: Path, remedy: str) -> bytes | None:

@@ -622,7 +622,8 @@ document.addEventListener("keyup", (event) => {
 
 // --- run settings (per clip, remembered in the save folder) -----------------------------------------
 
-const SETTINGS = ["device", "fast", "precision", "max_internal_size", "max_memory", "discard_parts"];
+const SETTINGS = ["device", "tune", "fast", "precision", "max_internal_size", "max_memory", "discard_parts"];
+const TUNED = ["fast", "precision"]; // what the measurement chooses while "tune" is on
 
 function showSettings(data) {
   state.settings = data;
@@ -649,6 +650,32 @@ function showSettings(data) {
     notes.append(item);
   }
   $("settings-flags").textContent = data.flags.length ? data.flags.join(" ") : "the published computation (no flags)";
+  for (const key of TUNED) $(`set-${key}`).disabled = data.settings.tune;
+  showTuned(data.tuned);
+}
+
+function showTuned(tuned) {
+  // the clip's latest measurement, one click away: every path, its seconds a visit, its labels against fp32
+  $("tuned").hidden = !tuned;
+  const table = $("tuned-table");
+  table.replaceChildren();
+  if (!tuned) return;
+  const head = table.insertRow();
+  for (const text of ["path", "s / visit", "x default", "labels vs fp32", ""]) head.insertCell().textContent = text;
+  const defaultRow = tuned.rows.find((row) => row.kind === "candidate" && row.flags.length === 0);
+  const runSeconds = (row) => row.once_seconds + tuned.clip_visits * row.seconds_per_visit;
+  for (const row of tuned.rows) {
+    const cells = [
+      row.flags.join(" ") || "default (fp32)", row.seconds_per_visit.toFixed(2),
+      (runSeconds(defaultRow) / runSeconds(row)).toFixed(2) + "x",
+      row.agreement === null ? "-" : `${(100 * row.agreement).toFixed(3)}%`,
+      row.kind === "candidate" && row.flags.join(" ") === tuned.choice.join(" ") ? "chosen" : row.note,
+    ];
+    const line = table.insertRow();
+    for (const text of cells) line.insertCell().textContent = text;
+  }
+  const caption = table.createCaption();
+  caption.textContent = `${tuned.device}, ${tuned.frame_size[1]}x${tuned.frame_size[0]}, with ${tuned.checkpoint_name}, measured ${tuned.measured}`;
 }
 
 function duration(seconds) {
@@ -664,6 +691,7 @@ async function loadEstimate(name) {
   const parts = [];
   if (estimate.finetune_steps) parts.push(`finetuning ${estimate.finetune_steps} steps × ${estimate.seconds_per_step.toFixed(2)} s and saving = ${duration(estimate.finetune_seconds)}`);
   parts.push(`propagating ${estimate.visits} frame visits × ${estimate.seconds_per_visit.toFixed(2)} s = ${duration(estimate.propagate_seconds)}`);
+  if (estimate.tuned) parts.push(`path measured here: ${estimate.tuned.summary}`);
   box.textContent = `A run takes about ${duration(estimate.seconds)} (${parts.join(", ")}) and ${(estimate.disk_bytes / 2 ** 20).toFixed(0)} MiB on disk.`;
 }
 
@@ -671,8 +699,9 @@ async function loadSettings(name) {
   state.settings = null; // never save one clip's settings to another
   for (const key of SETTINGS) $(`set-${key}`).disabled = true;
   try {
-    showSettings(await (await api(`/api/clips/${encodeURIComponent(name)}/settings`)).json());
+    const data = await (await api(`/api/clips/${encodeURIComponent(name)}/settings`)).json();
     for (const key of SETTINGS) $(`set-${key}`).disabled = false;
+    showSettings(data);
     await loadEstimate(name);
   } catch (error) {
     $("settings-state").textContent = "(unreadable)";
