@@ -1,4 +1,5 @@
-"""Online finetuning on a clip's keyframes (docs/method.md, "Online finetuning"): ``online_finetune_test.py`` as a library."""
+"""Online finetuning on a clip's keyframes (docs/method.md, "Online finetuning"):
+``online_finetune_test.py`` as a library."""
 
 from __future__ import annotations
 
