@@ -27,6 +27,7 @@ from matting.sequence import MatteFrame, MatteSettings, matte_clip
 from matting.solve import METHODS, Solver
 from utils.cli import add_renamed
 from utils.errors import UserError
+from utils.exr import COMPRESSIONS
 from utils.io import FolderLock
 
 NAME = "matte"
@@ -52,6 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="processes matting frames in parallel")
     parser.add_argument("--tolerance", type=float, default=1e-7, help="solver: relative residual to stop at")
     parser.add_argument("--alpha16", action="store_true", help="write 16-bit alpha mattes")
+    parser.add_argument(
+        "--exr", choices=COMPRESSIONS, default=None, help="also write <stem>_alpha.exr (one half-float channel A) and "
+        "<stem>_fg.exr (RGBA half, linear Rec.709, premultiplied) with this compression (docs/compositing.md)",
+    )  # fmt: skip
     parser.add_argument("--background", help="composite over: a colour (green, #00b140, 0,177,64), an image or a video")
     parser.add_argument("--overwrite", action="store_true", help="redo frames already matted")
 
@@ -109,14 +114,21 @@ def run(args: argparse.Namespace) -> None:
         raise UserError(f"--tolerance {args.tolerance}: give a relative residual between 0 and 1, e.g. 1e-6")
     background = Background.parse(args.background) if args.background else None
     frames, out = frames_to_matte(args)
-    settings = MatteSettings(out, Solver(args.method, args.tolerance), args.alpha16, background)
+    settings = MatteSettings(out, Solver(args.method, args.tolerance), args.alpha16, background, args.exr)
     with contextlib.ExitStack() as held:  # the result folder too: a propagation must not clear ensemble/ now
         if args.result:
             held.enter_context(ResultFolder(args.result).lock())
         held.enter_context(FolderLock(out, "matting (--out)"))
         report = matte_clip(frames, settings, args.workers, args.overwrite)
     for stem, why in sorted(report.notes.items()):
-        log.warning("frame %s: %s (the trimap allows no other answer)", stem, why)
+        log.info("frame %s: %s (the trimap allows no other answer)", stem, why)
+    for why in sorted(set(report.notes.values())):  # one line per reason, for a person (and the app's page)
+        stems = sorted(s for s, w in report.notes.items() if w == why)
+        shown = ", ".join(stems[:8]) + (f" and {len(stems) - 8} more" if len(stems) > 8 else "")
+        log.warning(
+            "%d of %d frames: %s (%s): their trimaps hold no subject or no background to matte against; check the "
+            "keyframes and the propagated trimaps", len(stems), len(frames), why, shown,
+        )  # fmt: skip
     for stem, reason in sorted(report.failed.items()):
         log.error("frame %s: %s", stem, reason)
     seconds = sum(report.seconds.values()) / max(len(report.seconds), 1)

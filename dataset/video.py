@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import json
 import logging
 import shutil
 import tempfile
@@ -27,7 +28,7 @@ import cv2
 import numpy as np
 
 from utils.errors import UserError
-from utils.io import atomic_write_png, file_digest_once
+from utils.io import atomic_write_png, atomic_write_text, file_digest_once
 from utils.logs import progress
 
 log = logging.getLogger(__name__)
@@ -179,9 +180,27 @@ def _say_once(path: Path, message: str) -> None:
         log.warning("%s", message)
 
 
+UNSPECIFIED = 2  # FFmpeg's AVCOL_SPC_UNSPECIFIED: a stream without a colour matrix tag
+FULL_RANGE = 2  # AVCOL_RANGE_JPEG
+
+
 def upright(frame, rotation: int) -> np.ndarray:
-    """A decoded PyAV frame as H x W x 3 uint8 RGB, turned as the video says it is to be shown."""
-    rgb = frame.to_ndarray(format="rgb24")
+    """A decoded PyAV frame as H x W x 3 uint8 RGB, turned as the video says it is to be shown.
+
+    YUV is converted by the frame's own tags (matrix and range); a frame without a matrix tag is
+    BT.709 from 720 lines on and BT.601 below, as editors and browsers take it. Rounding is exact
+    (swscale's accurate rounding and full chroma interpolation: 10-bit white stays 255)."""
+    from av.video.reformatter import Interpolation
+
+    options = {"interpolation": Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT}
+    if frame.format.name.startswith(("yuv", "nv")) and frame.colorspace == UNSPECIFIED and frame.height >= HD_LINES:
+        full = frame.color_range == FULL_RANGE or frame.format.name.startswith("yuvj")
+        options |= {
+            "src_colorspace": "ITU709",
+            "src_color_range": "JPEG" if full else "MPEG",
+            "dst_color_range": "JPEG",
+        }
+    rgb = frame.to_ndarray(format="rgb24", **options)
     if rotation:
         rgb = np.ascontiguousarray(np.rot90(rgb, rotation // 90))
     return rgb
@@ -421,13 +440,32 @@ def extract_frames(video: Path, out: Path, settings: Extraction) -> tuple[int, f
                     break
     if not written:
         raise UserError(f"{video}: no frames read (after --start {settings.start}); is the file complete?")
+    record = {"video": str(video.resolve()), "fps": float(info.fps), "start": settings.start, "every": settings.every,
+              "frames": written}  # fmt: skip
+    atomic_write_text(out / SOURCE_RECORD, json.dumps(record, indent=1) + "\n")
     return written, float(info.fps)
+
+
+SOURCE_RECORD = "source.json"  # beside extracted frames: the video, its frame rate, which frames
+
+
+def source_fps(folder: Path) -> float | None:
+    """The frame rate of the video a clip folder was extracted from (its ``source.json``), or None."""
+    try:
+        fps = float(json.loads((Path(folder) / SOURCE_RECORD).read_text())["fps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return fps if fps > 0 else None
 
 
 # --- writing ----------------------------------------------------------------------------------
 
 # By container: (codec, pixel format without alpha, with alpha). ProRes 4444 (.mov) keeps alpha
 # losslessly; FFV1 (.mkv) is lossless for both; H.264 (.mp4) and MPEG-4 (.avi) have no alpha.
+# Colours: the YUV codecs convert RGB with the BT.709 matrix into limited range and tag the stream
+# so (BT.709 primaries, transfer and matrix: an editor or browser that follows the tags, or assumes
+# BT.709 for HD, shows the images' colours); .avi can carry no tags, so there the matrix is what a
+# decoder assumes for the frame size: BT.709 from 720 lines on, BT.601 below. FFV1 keeps RGB as it is.
 WRITERS = {
     ".mp4": ("libx264", "yuv420p", None),
     ".m4v": ("libx264", "yuv420p", None),
@@ -435,6 +473,17 @@ WRITERS = {
     ".mov": ("prores_ks", "yuv422p10le", "yuva444p10le"),
     ".mkv": ("ffv1", "bgr0", "bgra"),
 }
+TAGGED_CODECS = ("libx264", "prores_ks")  # their streams carry colour tags; mpeg4 in .avi does not
+BT709 = 1  # FFmpeg's AVCOL_PRI_BT709 = AVCOL_TRC_BT709 = AVCOL_SPC_BT709
+LIMITED_RANGE = 1  # AVCOL_RANGE_MPEG: 16-235 (10-bit: 64-940), what video carries
+HD_LINES = 720
+
+
+def colour_matrix(codec: str, height: int) -> str | None:
+    """The matrix ``write_video`` converts RGB with for ``codec`` at ``height`` lines (None: RGB kept)."""
+    if codec == "ffv1":
+        return None
+    return "ITU709" if codec in TAGGED_CODECS or height >= HD_LINES else "ITU601"
 
 
 def write_video(
@@ -485,8 +534,19 @@ def write_video(
                 elif codec == "ffv1":
                     stream.codec_context.thread_count = 1  # lossless must mean the same bytes: no slice races
                 layout = "rgba" if has_alpha else "rgb24"
+                matrix = colour_matrix(codec, height)
+                tagged = codec in TAGGED_CODECS
+                if tagged:  # set before the first frame: the codec opens with them
+                    context = stream.codec_context
+                    context.colorspace = context.color_primaries = context.color_trc = BT709
+                    context.color_range = LIMITED_RANGE
             frame_image = _pad_even(image, stream.width, stream.height)
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame_image), format=layout)
+            if matrix is not None:  # our conversion, not swscale's default (BT.601)
+                frame = frame.reformat(format=stream.pix_fmt, dst_colorspace=matrix, dst_color_range="MPEG")
+                if tagged:  # ProRes copies the frame's tags into each frame header
+                    frame.colorspace = frame.color_primaries = frame.color_trc = BT709
+                    frame.color_range = LIMITED_RANGE
             number = next(numbers) if numbers is not None else count
             first_number = number if first_number is None else first_number
             frame.pts = max(number - first_number, last_pts + 1)

@@ -5,6 +5,10 @@ Per frame ``<stem>``, into the output folder:
 - ``<stem>_alpha.png``: the alpha matte, 8-bit (16-bit with ``alpha16``);
 - ``<stem>_fg.png``: RGBA, the estimated foreground colours with the alpha: the lossless result;
 - ``<stem>_comp.png``: the foreground over the new background, when one is given;
+- with ``exr`` (a compression, zip or piz): ``<stem>_alpha.exr``, the matte as one half-float
+  channel ``A``, and ``<stem>_fg.exr``, the foreground as RGBA half floats in linear light,
+  premultiplied by alpha (the OpenEXR convention; ``utils/exr.py``). The PNGs are straight:
+  their colours are not multiplied by their alpha;
 - ``<stem>_matte.json``: what the frame was matted from (the trimap's and the frame's contents and
   the settings), written last. A frame is skipped only when its outputs exist and this record
   matches, so a corrected trimap is matted again without ``--overwrite``.
@@ -36,6 +40,7 @@ from dataset.trimap import decode_trimap
 from dataset.video import FrameCache, VideoFrames, is_video, probe_video
 from matting.background import Background, BackgroundFrames
 from matting.solve import FrameError, Solver, composite, foreground, one_sided
+from utils.exr import write_foreground_exr, write_matte_exr
 from utils.images import read_alpha, read_image
 from utils.io import atomic_write_json, atomic_write_png, file_digest_once
 from utils.logs import progress
@@ -44,6 +49,8 @@ log = logging.getLogger(__name__)
 
 FG_SUFFIX = "_fg.png"
 COMPOSITE_SUFFIX = "_comp.png"
+ALPHA_EXR_SUFFIX = "_alpha.exr"
+FG_EXR_SUFFIX = "_fg.exr"
 RECORD_SUFFIX = "_matte.json"
 RUN_LENGTH = 8  # frames solved in a row with warm starts; runs are the unit of parallel work
 
@@ -86,6 +93,7 @@ class MatteSettings:
     solver: Solver
     alpha16: bool = False
     background: Background | None = None
+    exr: str | None = None  # also write EXR mattes and foregrounds with this compression (zip, piz)
 
     def record_path(self, stem: str) -> Path:
         return self.out / f"{stem}{RECORD_SUFFIX}"
@@ -116,6 +124,8 @@ class MatteSettings:
         names = [f"{stem}{ALPHA_SUFFIX}", f"{stem}{FG_SUFFIX}"]
         if self.background is not None:
             names.append(f"{stem}{COMPOSITE_SUFFIX}")
+        if self.exr is not None:
+            names += [f"{stem}{ALPHA_EXR_SUFFIX}", f"{stem}{FG_EXR_SUFFIX}"]
         return [self.out / name for name in names]
 
 
@@ -147,7 +157,8 @@ def matte_frame(
     if why is not None and notes is not None:
         notes[item.stem] = why
     fg = foreground(rgb, alpha)
-    out_alpha, out_fg, *out_comp = settings.outputs(item.stem)
+    out_alpha, out_fg = settings.outputs(item.stem)[:2]
+    out_comp = [settings.out / f"{item.stem}{COMPOSITE_SUFFIX}"] if settings.background is not None else []
     if settings.alpha16:
         atomic_write_png(out_alpha, np.round(alpha * 65535).astype(np.uint16))
     else:
@@ -157,6 +168,9 @@ def matte_frame(
     if out_comp and backgrounds is not None:
         image = composite(fg, alpha, backgrounds.get(item.index))
         atomic_write_png(out_comp[0], np.round(image[..., ::-1] * 255).astype(np.uint8))
+    if settings.exr is not None:
+        write_matte_exr(settings.out / f"{item.stem}{ALPHA_EXR_SUFFIX}", alpha, settings.exr)
+        write_foreground_exr(settings.out / f"{item.stem}{FG_EXR_SUFFIX}", fg, alpha, settings.exr)
     atomic_write_json(settings.record_path(item.stem), record)  # last: the frame is done
     return alpha
 

@@ -88,7 +88,9 @@ def test_a_lossy_video_clip_has_the_frames_extract_writes_under_the_same_stems(t
     (tmp_path / "clip_trimaps").mkdir()
     atomic_write_png(tmp_path / "clip_trimaps" / "00000_trimap.png", np.full((48, 80), 128, np.uint8))
     clip = scan_clip(video)
-    assert clip.name == "clip" and clip.stems == sorted(p.name[:5] for p in (tmp_path / "extracted").iterdir())
+    assert (tmp_path / "extracted" / "source.json").is_file()
+    extracted = sorted(p.name[:5] for p in (tmp_path / "extracted").glob("*_rgb.png"))
+    assert clip.name == "clip" and clip.stems == extracted
     for index in (7, 0, 11, 6):
         extracted = read_rgb(tmp_path / "extracted" / f"{clip.stems[index]}_rgb.png")
         assert np.array_equal(clip.read_frame(index), extracted), index
@@ -159,16 +161,14 @@ def test_a_small_cache_reads_backwards_correctly_by_decoding_again(tmp_path):
 def test_a_frame_is_turned_as_its_display_matrix_says():
     from dataset.video import upright
 
-    class Frame:  # a stand-in for a decoded PyAV frame: no rotated video can be written here
-        def to_ndarray(self, format):
-            image = np.zeros((2, 3, 3), np.uint8)
-            image[0, 0] = 255  # the top-left pixel
-            return image
+    image = np.zeros((2, 4, 3), np.uint8)
+    image[0, 0] = 255  # the top-left pixel
+    frame = av.VideoFrame.from_ndarray(image, format="rgb24")  # no rotated video can be written here
 
-    assert upright(Frame(), 0)[0, 0, 0] == 255
-    turned = upright(Frame(), 90)  # counter-clockwise, as FFmpeg's display matrix angle counts
-    assert turned.shape == (3, 2, 3) and turned[2, 0, 0] == 255 and turned.flags["C_CONTIGUOUS"]
-    assert upright(Frame(), 270)[0, 1, 0] == 255
+    assert upright(frame, 0)[0, 0, 0] == 255
+    turned = upright(frame, 90)  # counter-clockwise, as FFmpeg's display matrix angle counts
+    assert turned.shape == (4, 2, 3) and turned[3, 0, 0] == 255 and turned.flags["C_CONTIGUOUS"]
+    assert upright(frame, 270)[0, 1, 0] == 255
 
 
 @pytest.mark.unit
