@@ -39,6 +39,9 @@ _C.SYSTEM.FRAME_SPILL_MIB = 8192
 _C.DATASET = CfgNode()
 _C.DATASET.PATH = ""  # the clip folder (<stem>_rgb.png frames, <stem>_trimap.png keyframes) or a video file
 _C.DATASET.TRIMAPS = ""  # new: a video clip's keyframe folder (<frame number>_trimap.png); empty: <stem>_trimaps/
+# new: "FIRST-LAST": only these frames of the clip (positions in its sorted frames, a video's frame
+# numbers), keyframes among them; empty: every frame. Names stay the frames' own.
+_C.DATASET.FRAMES = ""
 _C.DATASET.SUBSET = False
 
 _C.FINETUNE = CfgNode()

@@ -19,7 +19,7 @@ import signal
 from pathlib import Path
 
 from utils.errors import UserError
-from utils.io import FolderLock, ensure_writable_dir
+from utils.io import FolderLock, ensure_writable_dir, private_subfolder
 from webapp.jobs import APP_DIR
 from webapp.server import WILDCARD_HOSTS, AppConfig, make_app_server
 
@@ -30,7 +30,8 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workspace", required=True, help="folder of clip folders (<clip>/<stem>_rgb.png)")
+    parser.add_argument("--workspace", required=True, help="folder of clips: videos (.mp4 .mov .mkv .avi .m4v .webm) "
+                        "and/or clip folders of <stem>_rgb.png frames")  # fmt: skip
     parser.add_argument("--save", default="results", help="where results go (tgm.py workspace --save)")
     parser.add_argument("--load", default=None, help="propagate with this checkpoint (no finetuning)")
     parser.add_argument("--cfg", default=None, help="base yaml for finetuning (without --load)")
@@ -50,7 +51,7 @@ def _stop(signum, frame) -> None:
 def run(args: argparse.Namespace) -> None:
     workspace, save = Path(args.workspace), Path(args.save)
     if not workspace.is_dir():
-        raise UserError(f"--workspace {workspace} is not a folder; pass the folder holding your clip folders")
+        raise UserError(f"--workspace {workspace} is not a folder; pass the folder holding your videos or clip folders")
     ensure_writable_dir(save, "--save")
     for flag, value in (("--load", args.load), ("--cfg", args.cfg)):
         if value and not Path(value).is_file():
@@ -62,7 +63,8 @@ def run(args: argparse.Namespace) -> None:
         )  # fmt: skip
     load = Path(args.load).resolve() if args.load else None
     cfg = Path(args.cfg).resolve() if args.cfg else None
-    with FolderLock(save / APP_DIR, "app (--save)"):  # one app per save folder
+    app_dir = private_subfolder(save, APP_DIR)  # the app's own files: never through a link planted there
+    with FolderLock(app_dir, "app (--save)"):  # one app per save folder
         config = AppConfig(workspace.resolve(), save.resolve(), secrets.token_urlsafe(24), load, cfg, args.background,
                            args.host, args.port)  # fmt: skip
         try:

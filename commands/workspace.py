@@ -131,9 +131,10 @@ def run(args: argparse.Namespace) -> None:
         print(summary_table(everything))
         atomic_write_json(save / "summary.json", [asdict(o) for o in everything])
         log.info("summary: %s", save / "summary.json")
-    failed = [o.clip for o in everything if o.status == "failed"]
+    failed = [o for o in everything if o.status == "failed"]
     if failed:
-        raise UserError(f"{len(failed)} clip(s) failed: {', '.join(failed)}; see the messages above, fix, and rerun")
+        reasons = "; ".join(f"{o.clip}: {o.detail}" for o in failed[:3])
+        raise UserError(f"{len(failed)} clip(s) failed: {reasons}{'; ...' if len(failed) > 3 else ''}; fix and rerun")
 
 
 def estimate_clips(clips: list[Path], job: WorkspaceJob, args: argparse.Namespace) -> None:

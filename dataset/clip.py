@@ -75,6 +75,36 @@ class FolderFrames:
         return file_digest(self.path(index))
 
 
+@dataclass(frozen=True)
+class OffsetFrames:
+    """A video's frames from ``first`` on, by index from 0: a clip of a range of the video."""
+
+    video: VideoFrames
+    first: int
+
+    def read_rgb(self, index: int) -> np.ndarray:
+        return self.video.read_rgb(self.first + index)
+
+    def digest(self, index: int) -> str:
+        return self.video.digest(self.first + index)
+
+    def forget(self, indices) -> None:
+        self.video.forget(self.first + i for i in indices)
+
+
+def frame_range(text: str, count: int, where: Path) -> tuple[int, int]:
+    """``DATASET.FRAMES`` ("FIRST-LAST", positions 0..count-1; empty: all) as (first, last)."""
+    if not str(text).strip():
+        return 0, count - 1
+    match = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", str(text))
+    if match is None or not int(match[1]) <= int(match[2]) < count:
+        raise UserError(
+            f"DATASET.FRAMES {text!r}: give FIRST-LAST with 0 <= FIRST <= LAST < {count} (the frames of {where}), "
+            "or leave it empty for every frame"
+        )
+    return int(match[1]), int(match[2])
+
+
 @dataclass
 class Clip:
     """A clip: its frames in order and which of them are keyframes.
@@ -92,6 +122,7 @@ class Clip:
     dilation: int = 0
     trimap_dir: Path | None = None
     video: VideoFrames | None = None
+    first: int = 0  # a video clip's first frame in its video (DATASET.FRAMES): index i is video frame first + i
 
     @property
     def name(self) -> str:
@@ -103,7 +134,9 @@ class Clip:
 
     @property
     def frames(self) -> FrameSource:
-        return self.video if self.video is not None else FolderFrames(self.path, tuple(self.stems))
+        if self.video is None:
+            return FolderFrames(self.path, tuple(self.stems))
+        return self.video if self.first == 0 else OffsetFrames(self.video, self.first)
 
     def frame_path(self, index: int) -> Path:
         """The PNG of frame ``index`` (folder clips only: a video clip's frames have no file)."""
@@ -203,6 +236,7 @@ def scan_clip(
     dilation: int = 0,
     trimaps: str | Path = "",
     budget: FrameBudget | None = None,
+    frames: str = "",
 ) -> Clip:
     """Find the frames and keyframes of a clip folder or a video file.
 
@@ -213,6 +247,8 @@ def scan_clip(
         dilation: ``FINETUNE.DILATION`` for reading the keyframe trimaps.
         trimaps: a video clip's trimap folder (``DATASET.TRIMAPS``; empty: ``<stem>_trimaps/``).
         budget: how many decoded frames a video clip keeps (default: ``FrameBudget()``).
+        frames: ``DATASET.FRAMES``: "FIRST-LAST" keeps those frames only (and the keyframes among them;
+            ``gt_idx`` then counts from FIRST); empty: every frame.
     Raises UserError for a missing folder, no frames, no keyframes or a bad index.
     """
     folder = Path(path)
@@ -221,7 +257,7 @@ def scan_clip(
     if not folder.exists():
         raise UserError(f"DATASET.PATH {folder} does not exist; set it to your clip folder or video file")
     if folder.is_file() and is_video(folder):
-        return _scan_video(folder, gt_idx, dilation, Path(trimaps) if str(trimaps) else None, budget)
+        return _scan_video(folder, gt_idx, dilation, Path(trimaps) if str(trimaps) else None, budget, frames)
     if not folder.is_dir():
         raise UserError(
             f"DATASET.PATH {folder} is neither a folder nor a video ({', '.join(VIDEO_EXTENSIONS)}); set it to the "
@@ -246,12 +282,15 @@ def scan_clip(
             f"{folder / (orphans[0] + TRIMAP_SUFFIX)} has no matching frame {orphans[0]}{FRAME_SUFFIX}"
             f"{f' ({len(orphans)} such trimaps)' if len(orphans) > 1 else ''}; rename or remove it"
         )
+    first, last = frame_range(frames, len(stems), folder)
+    stems = stems[first : last + 1]
+    trimap_stems = [s for s in trimap_stems if s in set(stems)]
     keyframes = _keyframes(folder, folder, stems, trimap_stems, gt_idx, FRAME_SUFFIX)
     return Clip(folder, stems, keyframes, set(trimap_stems), dilation)
 
 
 def _scan_video(
-    video: Path, gt_idx: Sequence[int], dilation: int, trimaps: Path | None, budget: FrameBudget | None
+    video: Path, gt_idx: Sequence[int], dilation: int, trimaps: Path | None, budget: FrameBudget | None, frames: str
 ) -> Clip:
     info = probe_video(video)
     trimap_dir = trimaps or default_trimap_dir(video)
@@ -272,9 +311,12 @@ def _scan_video(
             f"{stems[0]} to {stems[-1]}); trimaps of a video are named <frame number>{TRIMAP_SUFFIX} with "
             f"{len(stems[0])} digits"
         )
+    first, last = frame_range(frames, len(stems), video)
+    stems = stems[first : last + 1]
+    trimap_stems = [s for s in trimap_stems if s in set(stems)]
     keyframes = _keyframes(video, trimap_dir, stems, trimap_stems, gt_idx, " (a frame of the video)")
-    frames = VideoFrames(info, (budget or FrameBudget()).cache())
-    return Clip(video, stems, keyframes, set(trimap_stems), dilation, trimap_dir, frames)
+    decoder = VideoFrames(info, (budget or FrameBudget()).cache())
+    return Clip(video, stems, keyframes, set(trimap_stems), dilation, trimap_dir, decoder, first)
 
 
 def _keyframes(

@@ -35,6 +35,7 @@ from inference.layout import Conf, ResultFolder
 from utils.io import atomic_write_png, atomic_write_text
 
 SUGGESTIONS = 5
+UNIFORM_SPREAD = 0.1  # scores within this share of their mean everywhere: no frame stands out
 
 
 def soft_miou_distance(first: np.ndarray, second: np.ndarray) -> float:
@@ -118,13 +119,27 @@ class Uncertainty:
     keyframes: list[str]
     order: list[str]
 
+    @property
+    def level(self) -> float:
+        return float(np.mean(list(self.frames.values()))) if self.frames else 0.0
+
+    @property
+    def uniform(self) -> bool:
+        """Every frame scores about the same (within UNIFORM_SPREAD of the mean, away from 0): the
+        passes doubt as much everywhere, so the suggestions single out no frame that matters more."""
+        values = list(self.frames.values())
+        return len(values) > 2 and self.level > 0.05 and max(values) - min(values) < UNIFORM_SPREAD * self.level
+
     def as_json(self) -> dict:
         return {
             "frames": {stem: round(score, 6) for stem, score in self.frames.items()},
             "suggested": self.suggested,
             "keyframes": self.keyframes,
+            "level": round(self.level, 6),
+            "uniform": self.uniform,
             "measure": "1 - soft mIoU between the weighted mean of the frame's predictions (the ensemble's "
-            "weights) and its own labels: how much the passes disagree, or one pass doubts; 0 = certain",
+            "weights) and its own labels: how much the passes disagree, or one pass doubts; 0 = certain, "
+            "1 = no agreement at all; what matters is where it rises above the clip's own level",
         }
 
 
@@ -159,10 +174,7 @@ def plot(uncertainty: Uncertainty, height: int = 220) -> np.ndarray:
     width = int(np.clip(10 * count + 80, 480, 1600))
     left, right, top, bottom = 48, 16, 28, 30
     image = np.full((height, width, 3), 255, np.uint8)
-    # the axis spans the scores (what matters is where they rise), padded by a tenth of their range
-    values = list(uncertainty.frames.values()) or [0.0]
-    spread = max(max(values) - min(values), 0.02)
-    low, high = max(0.0, min(values) - 0.1 * spread), max(values) + 0.1 * spread
+    low, high = 0.0, 1.0  # the score's whole scale: a flat line at 0.8 must not look like a curve
 
     def x_of(i: int) -> int:
         return left + round(i * (width - left - right) / max(1, count - 1))
@@ -174,7 +186,7 @@ def plot(uncertainty: Uncertainty, height: int = 220) -> np.ndarray:
     for fraction in (0.0, 0.5, 1.0):
         value = low + fraction * (high - low)
         y = y_of(value)
-        cv2.putText(image, f"{value:.3f}", (4, y + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (90, 90, 90), 1)
+        cv2.putText(image, f"{value:.1f}", (4, y + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (90, 90, 90), 1)
     position = {stem: i for i, stem in enumerate(uncertainty.order)}
     for stem in uncertainty.keyframes:
         x = x_of(position[stem])
@@ -202,6 +214,8 @@ def plot(uncertainty: Uncertainty, height: int = 220) -> np.ndarray:
     cv2.putText(
         image, last, (width - right - 8 * len(last), height - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (90, 90, 90), 1
     )
-    title = "disagreement per frame (green: keyframes, red: annotate next)"
+    title = "disagreement per frame, 0 certain to 1 (green: keyframes, red: annotate next)"
+    if uncertainty.uniform:
+        title = f"every frame about {uncertainty.level:.2f}: uniformly unsure, no frame stands out"
     cv2.putText(image, title, (left, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (40, 40, 40), 1, cv2.LINE_AA)
     return image

@@ -31,7 +31,8 @@ def open_clip(cfg: CfgNode) -> Clip:
     ``DATASET.TRIMAPS``), keyframes ``FINETUNE.GT_IDX`` (or every trimap file), keyframe trimaps
     widened by ``FINETUNE.DILATION``; a video's decoded frames kept as ``SYSTEM.FRAME_*_MIB`` say."""
     budget = FrameBudget(int(cfg.SYSTEM.FRAME_CACHE_MIB), int(cfg.SYSTEM.FRAME_SPILL_MIB))
-    return scan_clip(cfg.DATASET.PATH, cfg.FINETUNE.GT_IDX, cfg.FINETUNE.DILATION, cfg.DATASET.TRIMAPS, budget)
+    return scan_clip(cfg.DATASET.PATH, cfg.FINETUNE.GT_IDX, cfg.FINETUNE.DILATION, cfg.DATASET.TRIMAPS, budget,
+                     cfg.DATASET.FRAMES)  # fmt: skip
 
 
 @dataclass

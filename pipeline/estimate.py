@@ -57,6 +57,7 @@ class RunEstimate:
     part_png_bytes: int
     fused_bytes_per_frame: int  # the fused trimap and its overlay
     discard_parts: bool
+    finetune_bytes: int = 0  # the finetuning's checkpoints and optimizer states (in --save/train_log/)
     path: list[str] = field(default_factory=list)  # the computation path timed (--tune: the one measured fastest)
     tuned: dict | None = None  # with --tune: the measurement (pipeline/tune.py's JSON)
 
@@ -79,9 +80,10 @@ class RunEstimate:
 
     @property
     def disk_bytes(self) -> int:
-        """What the result folder holds at the end (parts are deleted as they are fused with --discard_parts)."""
+        """What the run leaves in --save: the result folder (parts are deleted as they are fused with
+        --discard_parts) and the finetuning's checkpoints and optimizer states."""
         parts = 0 if self.discard_parts else self.part_pngs * self.part_png_bytes
-        return parts + self.frames * self.fused_bytes_per_frame
+        return parts + self.frames * self.fused_bytes_per_frame + self.finetune_bytes
 
     def as_json(self) -> dict:
         return {
@@ -127,10 +129,14 @@ def _estimate(clip: Clip, name: str, cfg, cfg_path: Path, job: WorkspaceJob, dev
         trainable_random_init(model)
         model = configure_model(model, options, device)
     setup = time.perf_counter() - start
+    if tuned is not None:  # what the chosen path spends once (compiling) is not in the timed steps
+        setup += tuned.row(tuned.choice).once_seconds
+    finetune_bytes = 0
     if steps:
         log.info("%s: timing finetuning steps (%s crops)", name, tuple(plan.cfg.TRAIN.TRAIN_INPUT_SIZE))
         timing = time_training_steps(plan.cfg, clip, device)
         per_step, saving = timing.seconds_per_step, timing.save_seconds * timing.saves
+        finetune_bytes = timing.save_bytes * timing.saves
     log.info("%s: timing propagation steps", name)
     visit = time_visits(model, clip, options, device)
     height, width = check_sizes(clip)
@@ -140,7 +146,8 @@ def _estimate(clip: Clip, name: str, cfg, cfg_path: Path, job: WorkspaceJob, dev
         finetune_steps=steps, finetune_detail=detail, setup_seconds=setup, seconds_per_step=per_step,
         finetune_save_seconds=saving, seconds_per_visit=visit.seconds, write_seconds=visit.write_seconds,
         read_seconds=visit.read_seconds, part_png_bytes=visit.png_bytes, fused_bytes_per_frame=fused_png_bytes(clip),
-        discard_parts=options.discard_parts, path=path_flags(options), tuned=tuned.as_json() if tuned else None,
+        discard_parts=options.discard_parts, finetune_bytes=finetune_bytes, path=path_flags(options),
+        tuned=tuned.as_json() if tuned else None,
     )  # fmt: skip
 
 
@@ -164,9 +171,14 @@ def describe(estimate: RunEstimate) -> str:
         )
     parts.append(
         f"propagating {estimate.visits} frame visits x {estimate.seconds_per_visit:.2f} s = "
-        f"{duration(estimate.propagate_seconds)}"
+        f"{duration(estimate.propagate_seconds)} ({estimate.part_pngs} frames written: each part also writes its "
+        "keyframe)"
     )
-    parts.append(f"{estimate.disk_bytes / 2**20:.0f} MiB on disk")
+    disk = f"{estimate.disk_bytes / 2**20:.0f} MiB on disk"
+    if estimate.finetune_bytes:
+        disk += (f" ({estimate.finetune_bytes / 2**20:.0f} MiB of them the finetuning's checkpoints and optimizer "
+                 "states; the optimizer states only resume a stopped finetuning and may be deleted after)")  # fmt: skip
+    parts.append(disk)
     if estimate.tuned is not None:
         parts.append(f"path measured here: {estimate.tuned['summary']}")
     return ", ".join(parts)

@@ -44,7 +44,7 @@ class Client:
     def __init__(self, app, host: str = HOST, headers: dict | None = None, cookie: str | None = None) -> None:
         self.client, self.host, self.headers = app.test_client(), host, headers or {}
         if cookie is not None:
-            self.client.set_cookie("trimap_token_8765", cookie, domain=host.split(":")[0])
+            self.client.set_cookie(app.extensions["trimap_guard"].cookie, cookie, domain=host.split(":")[0])
 
     def open(self, method: str, path: str, **kwargs):
         headers = {**self.headers, **kwargs.pop("headers", {})}
@@ -61,8 +61,9 @@ class Client:
 
 
 def as_page(app):
-    """A client that behaves like the page after the token matched: the cookie and the XSRF header."""
-    return Client(app, headers={"X-XSRF-Token": app.extensions["trimap_guard"].xsrf}, cookie=TOKEN)
+    """A client that behaves like the page after the token matched: the session cookie and the XSRF header."""
+    guard = app.extensions["trimap_guard"]
+    return Client(app, headers={"X-XSRF-Token": guard.xsrf}, cookie=guard.session)
 
 
 def stranger(app, host: str = HOST):
@@ -96,7 +97,7 @@ def test_every_request_needs_the_token(app):
     assert anonymous.get("/api/clips", headers={"X-Token": "wrong"}).status_code == 403
     assert anonymous.get("/api/clips", headers={"X-Token": TOKEN}).status_code == 200
     first = anonymous.get(f"/?token={TOKEN}")  # the printed address: sets the cookie, drops the token
-    assert first.status_code == 302 and "trimap_token_8765=" in first.headers["Set-Cookie"]
+    assert first.status_code == 302 and "trimap_session_8765=" in first.headers["Set-Cookie"]
     assert "HttpOnly" in first.headers["Set-Cookie"] and "SameSite=Strict" in first.headers["Set-Cookie"]
     assert anonymous.get("/").status_code == 200  # the cookie now carries the token
 

@@ -210,3 +210,51 @@ def test_box_strokes_zoom_undo_save_and_the_review_queue(served, browser):
         body.send_keys("r")
         wait_for(browser, lambda d, e=expected: d.execute_script(shown) == e, message=f"review frame {expected}")
     assert "review 2/3" in browser.find_element("id", "review-state").text
+
+
+@pytest.fixture
+def served_random(tmp_path):
+    """The app finetuning from random weights (a config without TRAIN.LOAD_CKPT, as template.yaml)."""
+    make_synthetic_clip(tmp_path / "ws", "clip", num_frames=6, size=(60, 84), keyframes=(0, 5), seed=2,
+                        gt_root=tmp_path / "gt")  # fmt: skip
+    cfg = tmp_path / "my.yaml"
+    cfg.write_text("TRAIN:\n  BASE_LR: 1.0e-6\n")
+    server, app = make_app_server(AppConfig(tmp_path / "ws", tmp_path / "results", TOKEN, cfg=cfg, port=0))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    app.extensions["trimap_runner"].cancel()
+    server.shutdown()
+
+
+def test_a_newcomer_sees_the_random_start_the_warnings_and_what_a_cut_out_made(served_random, browser):
+    browser.get(f"{served_random}/?token={TOKEN}")
+    wait_for(browser, lambda d: source_of(d) == "keyframe", message="the first keyframe to load")
+    # the network's start is said in the page, not only in a job's log
+    note = wait_for(browser, lambda d: d.find_element("id", "start-note").text, message="the random-start note")
+    assert "RANDOM weights" in note and browser.find_element("id", "start-note").is_displayed()
+    # finetuning is set from the page, proposed for a random start
+    browser.find_element("css selector", "#run-settings summary").click()
+    rate = browser.find_element("id", "set-finetune_lr")
+    assert rate.is_enabled() and float(rate.get_attribute("value")) == 1e-4
+    assert browser.find_element("id", "set-finetune_schedule").get_attribute("value") == "poly"
+    # a small box gets a band in proportion, and a cut-out on a frame without a trimap is a new trimap
+    browser.find_elements("css selector", "#strip img")[2].click()
+    wait_for(browser, lambda d: source_of(d) == "none", message="frame 2")
+    browser.find_element("tag name", "body").send_keys("x")
+    stroke(browser, browser.find_element("id", "overlay-canvas"), [(0.4, 0.35), (0.6, 0.65)])
+    wait_for(browser, lambda d: cutouts(d) == 1, message="the cut-out from the box")
+    assert int(browser.find_element("id", "band").get_attribute("value")) < 10, "a 17x18 px box: a narrow band"
+    assert browser.find_element("id", "frame-source").text == "new trimap, not saved"
+    # a job that ended with warnings says so, and lists them where they cannot scroll out
+    browser.execute_script(
+        "showJob({id: 9, clip: 'clip', kind: 'matte', state: 'done', stage: 2, stages: 2, step: 'tgm.py encode', "
+        "progress: null, message: 'finished', log: [], seconds: 10.1, warning_count: 1, "
+        "warnings: ['matte: 5 of 6 frames: no sure foreground: alpha 0 (00001, 00002, 00003, 00004, 00005)']})"
+    )
+    state = browser.find_element("id", "job-state")
+    assert "done with 1 warning" in state.text and state.get_attribute("class") == "warning"
+    assert "no sure foreground" in browser.find_element("id", "job-warnings").text
+    # the download link is styled like the buttons, not the browser's blue
+    browser.execute_script("document.getElementById('download-video').hidden = false")
+    colour = browser.execute_script("return getComputedStyle(document.getElementById('download-video')).color")
+    assert colour not in ("rgb(0, 0, 238)", "rgb(85, 26, 139)"), colour

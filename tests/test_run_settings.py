@@ -106,7 +106,9 @@ def test_bad_or_unauthorised_settings_change_nothing(tmp_path, app):
     refused = page.post("/api/clips/clip/settings", json={"precision": "int4"})
     assert refused.status_code == 400 and "precision must be one of" in refused.get_json()["error"]
     assert stranger(app).post("/api/clips/clip/settings", json={"fast": True}).status_code == 403
-    cookie_only = Client(app, cookie=TOKEN).post("/api/clips/clip/settings", json={"fast": True})
+    cookie_only = Client(app, cookie=app.extensions["trimap_guard"].session).post(
+        "/api/clips/clip/settings", json={"fast": True}
+    )
     assert cookie_only.status_code == 403  # the cookie alone changes nothing: the page's XSRF header is needed
     assert page.post("/api/clips/nope/settings", json={}).status_code == 404
     assert not (tmp_path / "results" / ".app" / "settings").exists()

@@ -51,6 +51,11 @@ def app(tmp_path, workspace, parity_weights):
     return create_app(AppConfig(workspace, tmp_path / "results", TOKEN, load=parity_weights))
 
 
+def session_of(app) -> str:
+    """The session id the page's cookie holds after the token matched."""
+    return app.extensions["trimap_guard"].session
+
+
 def request(app, method, path, host=HOST, cookie=None, **kwargs):
     client = app.test_client()
     if cookie is not None:
@@ -68,7 +73,7 @@ def test_a_wrong_token_gets_no_cookie_and_no_access(app):
         assert response.status_code == 403, path
         assert "Set-Cookie" not in response.headers, f"{path} handed out a cookie"
     right = request(app, "GET", f"/?token={TOKEN}")
-    assert right.status_code == 302 and "trimap_token_8765=" in right.headers["Set-Cookie"]
+    assert right.status_code == 302 and "trimap_session_8765=" in right.headers["Set-Cookie"]
 
 
 @pytest.mark.unit
@@ -84,14 +89,16 @@ def test_a_foreign_host_is_refused_even_with_the_token(app):
 @pytest.mark.unit
 def test_the_cookie_alone_cannot_change_anything(app):
     png = encode_png(np.full((40, 56), 128, np.uint8))
-    plain = request(app, "PUT", "/api/clips/clip/keyframe/00001", cookie=TOKEN, data=png, content_type="image/png")
+    plain = request(
+        app, "PUT", "/api/clips/clip/keyframe/00001", cookie=session_of(app), data=png, content_type="image/png"
+    )
     assert plain.status_code == 403 and "XSRF" in plain.get_json()["error"]
-    job = request(app, "POST", "/api/job", cookie=TOKEN, json={"clip": "clip", "kind": "propagate"})
+    job = request(app, "POST", "/api/job", cookie=session_of(app), json={"clip": "clip", "kind": "propagate"})
     assert job.status_code == 403
     xsrf = app.extensions["trimap_guard"].xsrf
-    page = request(app, "GET", "/", cookie=TOKEN)
+    page = request(app, "GET", "/", cookie=session_of(app))
     assert xsrf in page.get_data(as_text=True), "the page carries the header token for its own requests"
-    good = request(app, "PUT", "/api/clips/clip/keyframe/00001", cookie=TOKEN, data=png,
+    good = request(app, "PUT", "/api/clips/clip/keyframe/00001", cookie=session_of(app), data=png,
                    content_type="image/png", headers={"X-XSRF-Token": xsrf})  # fmt: skip
     assert good.status_code == 200
 
@@ -398,7 +405,7 @@ def test_a_second_writer_of_a_result_folder_is_refused(tmp_path, parity_weights)
 def test_a_cancel_while_a_job_starts_its_command_is_not_lost(tmp_path, monkeypatch):
     from webapp import jobs
 
-    runner = jobs.JobRunner(tmp_path / "app")
+    runner = jobs.JobRunner(tmp_path)
     real_popen = jobs.subprocess.Popen
     cancelled = threading.Event()
 

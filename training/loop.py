@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import random
 import tempfile
 import time
@@ -124,6 +125,7 @@ class StepTiming:
     seconds_per_step: float
     save_seconds: float  # one checkpoint and optimizer state written (durably), as the loop saves them
     saves: int  # how many the loop writes (every FINETUNE.SAVE_FREQ steps and at the end)
+    save_bytes: int = 0  # one save on disk: the checkpoint and the optimizer state
 
 
 def time_training_steps(cfg: CfgNode, clip: Clip, device: torch.device, steps: int = 2) -> StepTiming:
@@ -152,9 +154,10 @@ def time_training_steps(cfg: CfgNode, clip: Clip, device: torch.device, steps: i
         start = time.perf_counter()
         save_state(model, optimizer, RunFolder(folder), 0)
         save_seconds = time.perf_counter() - start
+        save_bytes = sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
     total, every = int(train.TOTAL_STEPS), int(cfg.FINETUNE.SAVE_FREQ)
     saves = len({*range(every, total + 1, every), total}) if every > 0 else 1
-    return StepTiming(timed[len(timed) // 2], save_seconds, saves)
+    return StepTiming(timed[len(timed) // 2], save_seconds, saves, save_bytes)
 
 
 def _training_parts(
@@ -167,6 +170,9 @@ def _training_parts(
     return model, params, optimizer, _step_module(model, train, device, world)
 
 
+RANDOM_START_MIN_LR = 1e-5  # below this a finetuning from random weights does not learn (docs/finetuning.md)
+
+
 def _starting_model(train: CfgNode, device: torch.device) -> STM:
     """TRAIN.LOAD_CKPT, or a random start that can learn (said loudly), in eval mode on ``device``."""
     model = STM()
@@ -176,8 +182,14 @@ def _starting_model(train: CfgNode, device: torch.device) -> STM:
         trainable_random_init(model)
         log.warning(
             "TRAIN.LOAD_CKPT is empty: the network starts from RANDOM weights (initialised so that finetuning can "
-            "learn, see model/weights.py). Set TRAIN.LOAD_CKPT to trimap_ep150.pth for real footage."
+            "learn, see model/weights.py): it learns the subject from the keyframes alone, so expect rough trimaps "
+            "away from them. Set TRAIN.LOAD_CKPT to trimap_ep150.pth for real footage."
         )
+        if float(train.BASE_LR) < RANDOM_START_MIN_LR:
+            log.warning(
+                "TRAIN.BASE_LR %g is meant for the released weights: from random weights it learns nothing. Use about "
+                "TRAIN.BASE_LR 1e-4 TRAIN.LR_STRATEGY poly (docs/finetuning.md)", float(train.BASE_LR),
+            )  # fmt: skip
     memory_format = torch.channels_last if train.CHANNELS_LAST else torch.contiguous_format
     return model.to(device, memory_format=memory_format).eval()  # batch norm frozen: eval mode throughout
 
@@ -208,8 +220,17 @@ def _sample_loader(cfg: CfgNode, clip: Clip, start_step: int, seed: int | None) 
         Subset(dataset, range(start_step * batch, total_steps * batch)),
         batch_size=batch,
         shuffle=False,
-        num_workers=cfg.SYSTEM.NUM_WORKERS,
+        num_workers=loader_workers(int(cfg.SYSTEM.NUM_WORKERS)),
     )
+
+
+def loader_workers(asked: int) -> int:
+    """SYSTEM.NUM_WORKERS, at most the cores this process may use (more only compete with the training
+    step for them, and torch warns that they might freeze); the samples do not depend on it."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if asked > cores:
+        log.info("SYSTEM.NUM_WORKERS %d: %d loader workers, one per core this process may use", asked, cores)
+    return min(asked, cores)
 
 
 class _TrainingRun:

@@ -14,6 +14,7 @@ import functools
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -57,7 +58,7 @@ def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb", dur
     """
     path = Path(path)
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise _write_error(path, exc) from None
     try:
@@ -80,6 +81,13 @@ def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb", dur
         raise
 
 
+def _temporary_prefix(path: Path) -> str:
+    """``.<name>.`` for the temporary file beside ``path``, its name cut short where the temporary
+    name would pass the 255 bytes a file name may have (the random part and ``.tmp`` follow)."""
+    name = path.name.encode()[:200].decode(errors="ignore")
+    return f".{name}."
+
+
 def _write_error(path: Path, exc: OSError) -> Exception:
     """A full disk as a UserError naming the folder; any other error as it is."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -97,7 +105,7 @@ def create_exclusive(path: Path, data: bytes) -> bool:
     if path.exists():
         return False
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise _write_error(path, exc) from None
     try:
@@ -229,7 +237,11 @@ class FolderLock:
     A second writer (another run, another app, the app and a command line on one ``--save``) gets
     a UserError saying which process holds it. Within one process the lock is reentrant (a
     propagation that fuses takes it once for both). The lock goes with the process: a killed run
-    leaves no stale lock. Use as a context manager.
+    leaves no stale lock. The lock file is opened without following a link and must be a regular
+    file with no other name (a link or a hard link planted there is refused, never written
+    through); who holds it is written only into a lock file this tool made (one it creates, or one
+    holding nothing but what a lock writes, ``process N``): a file with anything else in it is never
+    written or truncated. Use as a context manager.
     """
 
     def __init__(self, folder: Path, what: str) -> None:
@@ -243,10 +255,7 @@ class FolderLock:
             return self
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / LOCK_NAME
-        try:
-            fd, writable = os.open(path, os.O_RDWR | os.O_CREAT, _FILE_MODE), True
-        except PermissionError:  # another user's lock file on a shared folder: flock needs no write access
-            fd, writable = os.open(path, os.O_RDONLY), False
+        fd, created = _open_lock_file(path, self.what)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -261,10 +270,11 @@ class FolderLock:
             raise UserError(
                 f"{path} cannot be locked ({exc.strerror}); use a local folder for this {self.what}"
             ) from exc
-        if writable:
+        if created or _made_by_a_lock(fd):
             try:
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, f"process {os.getpid()}".encode(), 0)
+                holder = f"process {os.getpid()}".encode()
+                os.pwrite(fd, holder, 0)
+                os.ftruncate(fd, len(holder))
             except OSError:
                 pass  # who holds it is only for the message of a second writer
         _HELD[self._key] = [fd, 1]
@@ -275,12 +285,71 @@ class FolderLock:
         held[1] -= 1
         if held[1] == 0:
             del _HELD[self._key]
-            try:
-                os.ftruncate(held[0], 0)
-            except OSError:
-                pass
-            finally:
-                os.close(held[0])  # closing releases the flock
+            os.close(held[0])  # closing releases the flock
+
+
+def _made_by_a_lock(fd: int) -> bool:
+    """The file holds what a lock of this tool writes (``process N``): one an earlier run made."""
+    try:
+        content = os.pread(fd, 64, 0)
+    except OSError:
+        return False
+    return content == b"" or (content.startswith(b"process ") and content[8:].isdigit())
+
+
+def _open_lock_file(path: Path, what: str) -> tuple[int, bool]:
+    """(a descriptor of the lock file, whether this call created it), never through a link."""
+    refuse = f"{path} is not the lock file this tool makes ({{}}); remove it, or give this {what} another folder"
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, _FILE_MODE), True
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UserError(refuse.format("a link")) from None
+        if exc.errno not in (errno.EACCES, errno.EPERM):
+            raise UserError(f"{path} cannot be made ({exc.strerror}); use a folder you can write to") from exc
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except PermissionError:  # another user's lock file on a shared folder: flock needs no write access
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UserError(refuse.format("a link")) from None
+        raise UserError(f"{path} cannot be opened ({exc.strerror}); use a folder you can write to") from exc
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        raise UserError(refuse.format("not a regular file" if not stat.S_ISREG(info.st_mode) else "it has other names"))
+    return fd, False
+
+
+def private_subfolder(root: Path, *names: str) -> Path:
+    """``root/names...``, each level made as a real folder (not through a link) and inside ``root``:
+    where a tool writes its own files under a folder it was given (the app's ``.app``, the tune
+    cache), a link planted there must not lead its writes elsewhere. UserError otherwise. ``root``
+    itself is the user's and is made as it is asked for."""
+    folder = Path(root)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{folder} cannot be made ({exc.strerror}); use a folder you can write to") from exc
+    base = folder.resolve()
+    for name in names:
+        folder = folder / name
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise _write_error(folder, exc) from None
+            raise UserError(f"{folder} cannot be made ({exc.strerror}); use a folder you can write to") from exc
+        if folder.is_symlink() or not folder.is_dir():
+            raise UserError(f"{folder} is a link or not a folder; this tool keeps its own files there: remove it")
+    if base not in folder.resolve().parents:
+        raise UserError(f"{folder} leads outside {root}; remove the link that makes it do so")
+    return folder
 
 
 def file_digest(path: Path) -> str:

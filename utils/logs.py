@@ -102,12 +102,15 @@ class _ReportingBar(tqdm):
         if not force and now - self._reported < REPORT_INTERVAL:
             return
         self._reported = now
-        line = json.dumps({"desc": self.desc, "n": self.n, "total": self.total})
-        try:
-            with open(self._report_to, "a") as handle:
-                handle.write(line + "\n")
+        line = json.dumps({"desc": self.desc, "n": self.n, "total": self.total, "unit": self.unit})
+        try:  # the watcher made the file: append to it, never through a link, never make one
+            fd = os.open(self._report_to, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK)
+            try:
+                os.write(fd, (line + "\n").encode())
+            finally:
+                os.close(fd)
         except OSError:
-            pass  # the watcher's file is gone: the work goes on
+            pass  # the watcher's file is gone (or is not one): the work goes on
 
 
 def progress(iterable=None, **kwargs) -> tqdm:

@@ -14,7 +14,9 @@ import itertools
 import json
 import logging
 import os
+import secrets
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -22,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from utils.io import private_subfolder
 from utils.logs import PROGRESS_FILE_ENV
 
 log = logging.getLogger(__name__)
@@ -29,13 +32,28 @@ log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
 APP_DIR = ".app"  # the app's own files in the save folder: its lock, the jobs' progress reports
 LOG_LINES = 60
+WARNINGS_KEPT = 10  # warning lines a job keeps apart from its log, so that they never scroll out
+LOG_LINE_CHARS = 400  # a longer output line keeps its start (where "error:" is) and loses its end
 CANCEL_GRACE = 10.0
+PROGRESS_TAIL = 4096  # bytes of the progress file a poll reads: the last report is in them
 
 
 def command_label(command: list[str]) -> str:
     """``tgm.py workspace`` for ``[.../tgm.py, workspace, ...]``; a script's name otherwise."""
     name = Path(command[0]).name
     return f"{name} {command[1]}" if name == "tgm.py" and len(command) > 1 else name
+
+
+def new_progress_file(folder: Path) -> Path:
+    """An empty progress file of a job in ``folder``, under a name no one can guess, made exclusively
+    (a file or a link already there is never written through)."""
+    while True:
+        path = folder / f"progress-{secrets.token_hex(16)}.jsonl"
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+            return path
+        except FileExistsError:
+            continue
 
 
 def _signal_group(process: subprocess.Popen, sig: int) -> None:
@@ -64,18 +82,32 @@ class Job:
     log: collections.deque = field(default_factory=lambda: collections.deque(maxlen=LOG_LINES))
     process: subprocess.Popen | None = None
     cancel_requested: bool = False
+    final_progress: dict | None = None  # the last report, kept when the job's progress file goes
+    warnings: list[str] = field(default_factory=list)  # the first WARNINGS_KEPT warning lines
+    warning_count: int = 0
 
     def progress(self) -> dict | None:
-        """The last progress report of the running command: {desc, n, total}."""
+        """The last progress report of the running command: {desc, n, total, unit}. Only the file's
+        last PROGRESS_TAIL bytes are read, and only from the regular file the job made (not through
+        a link), so a poll costs the same however long the job runs."""
         try:
-            lines = self.progress_file.read_text().splitlines()
+            fd = os.open(self.progress_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
             return None
-        for line in reversed(lines):
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                return None
+            tail = os.pread(fd, PROGRESS_TAIL, max(0, info.st_size - PROGRESS_TAIL)).decode(errors="replace")
+        finally:
+            os.close(fd)
+        for line in reversed(tail.splitlines()):
             try:
-                return json.loads(line)
-            except ValueError:
+                report = json.loads(line)
+            except (ValueError, RecursionError):
                 continue
+            if isinstance(report, dict):
+                return report
         return None
 
     def as_json(self) -> dict:
@@ -83,7 +115,9 @@ class Job:
             "id": self.id, "clip": self.clip, "kind": self.kind, "state": self.state,
             "stage": self.stage + 1 if self.state == "running" else len(self.commands), "stages": len(self.commands),
             "step": command_label(self.commands[min(self.stage, len(self.commands) - 1)]),
-            "progress": self.progress(), "message": self.message, "log": list(self.log),
+            "progress": self.progress() if self.ended is None else self.final_progress,
+            "message": self.message, "log": list(self.log), "warnings": self.warnings,
+            "warning_count": self.warning_count,
             "seconds": round((self.ended or time.time()) - self.started, 1),
         }  # fmt: skip
 
@@ -91,8 +125,8 @@ class Job:
 class JobRunner:
     """Runs at most one job at a time (per app, that is per workspace)."""
 
-    def __init__(self, work_dir: Path) -> None:
-        self.work_dir = work_dir
+    def __init__(self, save: Path) -> None:
+        self.save = save  # the jobs' progress files go in its .app/, made there, never through a link
         self._lock = threading.Lock()
         self._launch = threading.Lock()  # a cancel and the start of a command never interleave
         self._ids = itertools.count(1)
@@ -110,10 +144,9 @@ class JobRunner:
                 raise RuntimeError("the app is shutting down: no new jobs")
             if self.busy():
                 raise RuntimeError(f"a {self.current.kind} job on {self.current.clip} is running; wait or cancel it")
-            self.work_dir.mkdir(parents=True, exist_ok=True)
             job_id = next(self._ids)
-            job = Job(job_id, clip, kind, commands, self.work_dir / f"progress-{os.getpid()}-{job_id}.jsonl")
-            job.progress_file.write_text("")
+            progress_file = new_progress_file(private_subfolder(self.save, APP_DIR))
+            job = Job(job_id, clip, kind, commands, progress_file)
             self.current = job
         self._thread = threading.Thread(target=self._run, args=(job,), daemon=True, name=f"job-{job_id}")
         self._thread.start()
@@ -160,7 +193,13 @@ class JobRunner:
                         start_new_session=True,
                     )  # fmt: skip
                 for line in job.process.stdout:
-                    job.log.append(line.rstrip()[-300:])
+                    line = line.rstrip()
+                    line = line if len(line) <= LOG_LINE_CHARS else line[: LOG_LINE_CHARS - 1] + "…"
+                    job.log.append(line)
+                    if " WARNING " in line:
+                        job.warning_count += 1
+                        if len(job.warnings) < WARNINGS_KEPT:
+                            job.warnings.append(line.split(" WARNING ", 1)[1])
                 code = self._wait(job.process)
                 if job.cancel_requested:
                     break
@@ -177,6 +216,11 @@ class JobRunner:
         finally:
             job.ended = time.time()
             job.process = None
+            job.final_progress = job.progress()
+            try:
+                job.progress_file.unlink()
+            except OSError:
+                pass
 
     @staticmethod
     def _wait(process: subprocess.Popen) -> int:

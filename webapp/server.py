@@ -4,13 +4,23 @@ Security, as Jupyter does it:
 
 - **Token.** ``tgm.py app`` prints ``http://127.0.0.1:PORT/?token=...``. Only the page route reads
   the token from the address; when it matches (compared as bytes, in constant time) the answer
-  sets an HttpOnly, SameSite=Strict cookie ``trimap_token_<port>`` and redirects to ``/``, so the
-  token leaves the address bar. A wrong token gets a 403 and no cookie. Every other request needs
-  the cookie or an ``X-Token`` header.
+  sets an HttpOnly, SameSite=Strict cookie ``trimap_session_<port>`` holding a random session id of
+  this run and redirects to ``/``, so the token leaves the address bar. A wrong token gets a 403
+  and no cookie. Every other request needs the session cookie, or the token in an ``X-Token``
+  header (scripts); the session id is accepted only as the cookie, so the cookie a browser sends
+  to every port of 127.0.0.1 is never the token, and as a header it opens nothing. (A program
+  that reads the browser's cookies can still act as the page: that is the browser's trust, as for
+  any local web app.)
 - **Host allow-list** against DNS rebinding: ``127.0.0.1:PORT``, ``localhost:PORT``,
   ``[::1]:PORT`` and the address given with ``--host``; any other Host header is refused.
 - **State changes** (POST, PUT, DELETE) need a header the browser never adds by itself: the
-  page's per-run ``X-XSRF-Token`` (written into the page it serves) or the ``X-Token``.
+  page's per-run ``X-XSRF-Token`` (written into the page it serves) or the ``X-Token``; and a
+  browser's ``Origin`` must be the app's own and its ``Sec-Fetch-Site``, when sent, same-origin.
+- **Connections**: a connection that sends nothing for ``READ_TIMEOUT`` seconds is closed, a
+  request whose headers take more than ``HEADER_DEADLINE`` seconds in all is dropped, and at most
+  ``MAX_CONNECTIONS`` are served at once (more are closed at once): a local user holding
+  connections open costs the page at most that many slots, each for seconds.
+- **Bodies**: JSON is parsed with a bound on nesting and without NaN or Infinity; bad input is a 400.
 - ``X-Frame-Options: DENY``, a same-origin Content-Security-Policy, no Referer, no caching; the
   token is never written to a log (request lines are logged without their query).
 - Every error is a JSON ``{"error": ...}`` with a 4xx/5xx status, never a traceback.
@@ -20,24 +30,36 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import hmac
 import json
 import logging
 import re
 import secrets
+import shutil
 import socket
+import tempfile
+import threading
+import time
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from flask import Flask, Response, abort, jsonify, redirect, request, send_file
 from werkzeug.exceptions import HTTPException
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.serving import BaseWSGIServer, ThreadedWSGIServer, WSGIRequestHandler
 
-from inference.layout import ResultFolder
+from config import load_config
+from dataset.clip import TRIMAP_SUFFIX
+from dataset.video import DEFAULT_FPS, source_fps
+from inference.layout import ResultFolder, results_of
 from matting.sequence import FG_SUFFIX
 from utils.errors import UserError
+from utils.exr import COMPRESSIONS as EXR_COMPRESSIONS
+from utils.io import private_subfolder
 from webapp.jobs import APP_DIR, JobRunner
 from webapp.settings import (
+    ESTIMATES_DIR,
     TRADES,
     Machine,
     RunSettings,
@@ -53,10 +75,21 @@ from webapp.workspace import FOREGROUND_VIDEO, ViewError, WorkspaceView
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
+START_NOTES = {  # what the page says the network starts from, in the Run section
+    None: "",
+    "checkpoint": "",
+    "random": "The network starts from RANDOM weights (no TRAIN.LOAD_CKPT): it learns your subject from the "
+    "keyframes alone, so expect rough trimaps away from them. For real footage set TRAIN.LOAD_CKPT to the released "
+    "weights (trimap_ep150.pth) in the config the app was started with.",
+}
 MAX_UPLOAD_BYTES = 32 * 2**20
 XSRF_PLACEHOLDER = "__XSRF_TOKEN__"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 WILDCARD_HOSTS = ("", "0.0.0.0", "::")
+READ_TIMEOUT = 30  # seconds a connection may stay silent (a request half sent, an idle keep-alive)
+HEADER_DEADLINE = 20  # seconds a request's line and headers may take to arrive in all
+MAX_CONNECTIONS = 64  # served at once: the page needs a handful (frames, thumbnails, the job poll)
+MAX_JSON_DEPTH = 20
 
 
 def machine_names() -> set[str]:
@@ -93,10 +126,15 @@ class Guard:
     host: str
     port: int
     xsrf: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    session: str = field(default_factory=lambda: secrets.token_urlsafe(32))  # the cookie's value
 
     @property
     def cookie(self) -> str:
-        return f"trimap_token_{self.port}"  # two apps on one machine keep their own cookies
+        return f"trimap_session_{self.port}"  # two apps on one machine keep their own cookies
+
+    def origin_allowed(self, origin: str) -> bool:
+        """A browser's Origin header names this app (http://one of the allowed hosts)."""
+        return origin.lower().removeprefix("http://") in self.allowed_hosts() and origin.lower().startswith("http://")
 
     def allowed_hosts(self) -> set[str]:
         """Host headers this app answers to: the loopback names, the ``--host`` address, and for a
@@ -119,6 +157,38 @@ class Guard:
         return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), (secret or self.token).encode())
 
 
+def parse_json(text: str | bytes, problem: str) -> object:
+    """JSON from a request, or a 400 saying ``problem``: nesting deeper than MAX_JSON_DEPTH, NaN and
+    Infinity are refused (they reach no setting or box as anything but an error)."""
+
+    def no_constant(name: str) -> None:
+        raise ValueError(f"{name} is not a number JSON carries")
+
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    depth = most = 0
+    for char in text:  # brackets inside strings count too: a deep string is no settings file either
+        if char in "[{":
+            depth += 1
+            most = max(most, depth)
+        elif char in "]}":
+            depth -= 1
+    if most > MAX_JSON_DEPTH:
+        abort(400, f"{problem} (nested more than {MAX_JSON_DEPTH} deep)")
+    try:
+        return json.loads(text, parse_constant=no_constant)
+    except (ValueError, RecursionError):
+        abort(400, problem)
+
+
+def json_body(problem: str = "the body is not JSON this app takes") -> object:
+    """The request's JSON body (None when it is not JSON: the route says what it wants; a 400 saying
+    ``problem`` when it says it is JSON and is not)."""
+    if not request.is_json:
+        return None
+    return parse_json(request.get_data(cache=True), problem)
+
+
 def without_query(text: str) -> str:
     """A request line or path with every query string cut off (the token may be in one)."""
     return re.sub(r"\?\S*", "", text)
@@ -126,7 +196,29 @@ def without_query(text: str) -> str:
 
 class QuietTokenHandler(WSGIRequestHandler):
     """Werkzeug's request log without query strings: the token never reaches a log. Malformed
-    requests (no path parsed yet) are logged by their request line, cut the same way."""
+    requests (no path parsed yet) are logged by their request line, cut the same way. A connection
+    silent for READ_TIMEOUT seconds is dropped (werkzeug closes it on the socket's timeout), and a
+    request whose line and headers have not all arrived HEADER_DEADLINE seconds after it began is
+    dropped too (a client sending a byte now and then)."""
+
+    timeout = READ_TIMEOUT
+
+    def handle_one_request(self) -> None:
+        watch = getattr(self.server, "watch_headers", None)
+        if watch is not None:
+            watch(self.connection, True)
+        try:
+            super().handle_one_request()
+        finally:
+            if watch is not None:
+                watch(self.connection, False)
+
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()  # the request line and the headers have arrived
+        watch = getattr(self.server, "watch_headers", None)
+        if watch is not None:
+            watch(self.connection, False)
+        return parsed
 
     def log_request(self, code="-", size="-") -> None:
         path = without_query(getattr(self, "path", None) or getattr(self, "requestline", "") or "-")
@@ -141,8 +233,9 @@ class QuietTokenHandler(WSGIRequestHandler):
 def create_app(config: AppConfig) -> Flask:
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_UPLOAD_BYTES
+    config.save.mkdir(parents=True, exist_ok=True)  # the app's own files and the runs go here
     view = WorkspaceView(config.workspace, config.save)
-    runner = JobRunner(config.save / APP_DIR)
+    runner = JobRunner(config.save)
     settings_store = SettingsStore(config.save / APP_DIR)
     machine = functools.cache(Machine.here)
     guard = Guard(config.token, config.host, config.port)
@@ -156,14 +249,15 @@ def create_app(config: AppConfig) -> Flask:
             )
         if request.path == "/" and "token" in request.args:
             return None  # the page route checks the token itself
-        given = request.headers.get("X-Token") or request.cookies.get(guard.cookie)
-        if not guard.matches(given):
+        by_token = guard.matches(request.headers.get("X-Token"))
+        if not (by_token or guard.matches(request.cookies.get(guard.cookie), guard.session)):
             abort(403, "this page needs the token printed by tgm.py app: open the URL it printed (…/?token=…)")
-        if request.method not in SAFE_METHODS and not (
-            guard.matches(request.headers.get("X-Token"))
-            or guard.matches(request.headers.get("X-XSRF-Token"), guard.xsrf)
-        ):
-            abort(403, "a change needs the page's X-XSRF-Token header (or X-Token); reload the page")
+        if request.method not in SAFE_METHODS:
+            if not (by_token or guard.matches(request.headers.get("X-XSRF-Token"), guard.xsrf)):
+                abort(403, "a change needs the page's X-XSRF-Token header (or X-Token); reload the page")
+            origin, site = request.headers.get("Origin"), request.headers.get("Sec-Fetch-Site")
+            if (origin is not None and not guard.origin_allowed(origin)) or site not in (None, "same-origin", "none"):
+                abort(403, "a change must come from the app's own page (Origin / Sec-Fetch-Site say otherwise)")
         return None
 
     @app.after_request
@@ -212,7 +306,7 @@ def create_app(config: AppConfig) -> Flask:
             if not guard.matches(request.args.get("token")):
                 abort(403, "wrong token: open the URL tgm.py app printed")
             response = redirect("/")  # the cookie is set; drop the token from the address bar
-            response.set_cookie(guard.cookie, guard.token, httponly=True, samesite="Strict", path="/")
+            response.set_cookie(guard.cookie, guard.session, httponly=True, samesite="Strict", path="/")
             return response
         page = (STATIC / "index.html").read_text().replace(XSRF_PLACEHOLDER, guard.xsrf)
         return Response(page, mimetype="text/html")
@@ -268,13 +362,14 @@ def create_app(config: AppConfig) -> Flask:
 
     @app.post("/api/clips/<name>/from-box/<stem>")
     def from_box(name: str, stem: str):
-        try:
-            box = json.loads(request.form["box"]) if request.form.get("box") else None
-        except ValueError:
-            abort(400, "box must be JSON: [x0, y0, x1, y1]")
+        box = parse_json(request.form["box"], "box must be JSON: [x0, y0, x1, y1]") if request.form.get("box") else None
         strokes = [request.files[k].read() if k in request.files else b"" for k in ("fg_strokes", "bg_strokes")]
         png_bytes = view.trimap_from_box(name, stem, box, band_argument(), *strokes)
-        return Response(png_bytes, mimetype="image/png")
+        response = Response(png_bytes, mimetype="image/png")
+        warning = view.trimap_warning(png_bytes)
+        if warning:
+            response.headers["X-Trimap-Warning"] = warning
+        return response
 
     @app.post("/api/clips/<name>/from-person/<stem>")
     def from_person(name: str, stem: str):
@@ -305,16 +400,68 @@ def create_app(config: AppConfig) -> Flask:
         return send_file(view.video_file(name), mimetype="video/quicktime", as_attachment=True,
                          download_name=f"{name}_foreground.mov")  # fmt: skip
 
+    @app.get("/api/clips/<name>/exr.zip")
+    def exr_archive(name: str):
+        """The clip's EXR mattes and foregrounds as one zip (stored: EXR compresses its own pixels)."""
+        files = view.exr_files(name)
+        spool = tempfile.SpooledTemporaryFile(max_size=64 << 20)  # noqa: SIM115 (send_file closes it once sent)
+        with zipfile.ZipFile(spool, "w", zipfile.ZIP_STORED) as archive:
+            for arcname, path in files:
+                archive.write(path, f"{name}_exr/{arcname}")
+        spool.seek(0)
+        return send_file(spool, mimetype="application/zip", as_attachment=True, download_name=f"{name}_exr.zip")
+
     @app.get("/api/clips/<name>/uncertainty.png")
     def uncertainty_plot(name: str):
         return png(view.uncertainty_file(name))
 
     # --- run settings ---------------------------------------------------------------------------
 
+    def finetuning_start() -> str | None:
+        """What a run's finetuning starts from: "random", "checkpoint", or None (--load: no finetuning).
+        Read again each time: the config may be edited while the app runs."""
+        if config.load:
+            return None
+        if config.cfg is None:
+            return "random"
+        try:
+            return "checkpoint" if load_config(config.cfg).TRAIN.LOAD_CKPT else "random"
+        except UserError:
+            return "checkpoint"  # the run will say what is wrong with the file
+
+    def run_inputs(name: str) -> str:
+        """A digest of what a run of the clip reads besides its settings: the config file's text, the
+        checkpoint, the clip's keyframe trimaps and frames (sizes and modification times)."""
+
+        def stamp(path: Path | None) -> list:
+            try:
+                info = path.stat() if path is not None else None
+            except OSError:
+                return [str(path), None]
+            return [str(path), info.st_size, info.st_mtime_ns] if info else [None]
+
+        source = view.clip_dir(name)
+        keyframes = view.trimap_dir(name)
+        parts = [
+            hashlib.sha256(config.cfg.read_bytes()).hexdigest() if config.cfg and config.cfg.is_file() else None,
+            stamp(config.load), stamp(source), len(view.stems(name)), list(view.frame_size(name)),
+            [stamp(keyframes / f"{k}{TRIMAP_SUFFIX}") for k in view.keyframes(name)],
+        ]  # fmt: skip
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+    def run_stems(name: str) -> list[str]:
+        """The frames a run of the clip covers: its saved range, or every frame."""
+        stems, frames = view.stems(name), current_settings(name).frames
+        if not frames:
+            return stems
+        first, last = (int(n) for n in frames.split("-"))
+        return stems[first : last + 1]
+
     def proposal(name: str) -> tuple[RunSettings, dict[str, str]]:
         """The settings proposed for the clip on this machine, and what each trades."""
         height, width = view.frame_size(name)
-        return recommend(len(view.stems(name)), height, width, machine(), read_tuned(config.save, name))
+        return recommend(len(view.stems(name)), height, width, machine(), read_tuned(config.save, name),
+                         finetuning_start())  # fmt: skip
 
     def current_settings(name: str) -> RunSettings:
         return settings_store.load(name) or proposal(name)[0]
@@ -322,16 +469,40 @@ def create_app(config: AppConfig) -> Flask:
     def clip_settings(name: str) -> dict:
         proposed, notes = proposal(name)
         saved = settings_store.load(name)
+        start = finetuning_start()
         return {"settings": asdict(saved or proposed), "saved": saved is not None, "proposed": asdict(proposed),
                 "notes": notes, "trades": TRADES, "flags": workspace_flags(saved or proposed),
-                "gpu": machine().gpu, "tuned": read_tuned(config.save, name)}  # fmt: skip
+                "gpu": machine().gpu, "tuned": read_tuned(config.save, name), "finetuning": start is not None,
+                "start": START_NOTES[start]}  # fmt: skip
+
+    def estimate_of(name: str, settings: RunSettings) -> dict | None:
+        return read_estimate(estimate_path(config.save / APP_DIR, name, settings, run_inputs(name)), name)
+
+    def held_by_earlier_runs(name: str) -> int:
+        """Bytes an earlier run of the clip holds in --save that a rerun reuses or replaces: its result
+        folders and its finetuning's run folder."""
+        folders = [r.path for r in results_of(config.save, name)] + [config.save / "train_log" / name]
+        return sum(p.stat().st_size for f in folders if f.is_dir() for p in f.rglob("*") if p.is_file())
+
+    def refuse_without_room(name: str, settings: RunSettings) -> None:
+        """A run the estimate says will not fit on the disk of --save does not start (409)."""
+        estimate = estimate_of(name, settings)
+        if estimate is None:
+            return
+        needed = estimate["disk_bytes"] - held_by_earlier_runs(name)
+        free = shutil.disk_usage(config.save).free
+        if needed > free:
+            abort(409, f"this run needs about {needed / 2**20:.0f} MiB more on the disk of {config.save} (the "
+                       f"estimate, less what its earlier run holds) and {free / 2**20:.0f} MiB are free: free some "
+                       "space, or choose discard parts or a smaller internal size")  # fmt: skip
 
     @app.get("/api/clips/<name>/estimate")
     def get_estimate(name: str):
         view.clip_dir(name)
         settings = current_settings(name)
-        estimate = read_estimate(estimate_path(config.save / APP_DIR, name, settings), name)
-        return jsonify(estimate=estimate, flags=workspace_flags(settings))
+        estimate = estimate_of(name, settings)
+        free = shutil.disk_usage(config.save).free
+        return jsonify(estimate=estimate, flags=workspace_flags(settings), free_bytes=free)
 
     @app.get("/api/clips/<name>/settings")
     def get_settings(name: str):
@@ -341,9 +512,16 @@ def create_app(config: AppConfig) -> Flask:
     def save_settings(name: str):
         view.clip_dir(name)
         try:
-            settings = RunSettings.from_json(request.get_json(silent=True), f"settings of {name}")
+            settings = RunSettings.from_json(json_body(), f"settings of {name}")
+            machine().check_device(settings.device)
         except UserError as exc:
             abort(400, str(exc))
+        height, width = view.frame_size(name)
+        if settings.frames and int(settings.frames.split("-")[1]) >= len(view.stems(name)):
+            abort(400, f"frames {settings.frames}: {name} has frames 0 to {len(view.stems(name)) - 1}")
+        if settings.finetune_crop > min(height, width):
+            abort(400, f"finetune_crop {settings.finetune_crop} px is larger than the frames ({width}x{height}): "
+                       f"at most {min(height, width)}")  # fmt: skip
         settings_store.save(name, settings)
         return jsonify(clip_settings(name))
 
@@ -355,18 +533,26 @@ def create_app(config: AppConfig) -> Flask:
 
     @app.post("/api/job")
     def start_job():
-        body = request.get_json(silent=True)
+        wanted = 'send {"clip": NAME, "kind": "propagate", "estimate" or "matte"}'
+        body = json_body(wanted)
         body = body if isinstance(body, dict) else {}
-        name, kind = body.get("clip"), body.get("kind")
+        name, kind, exr = body.get("clip"), body.get("kind"), body.get("exr")
         if not isinstance(name, str) or kind not in ("propagate", "estimate", "matte"):
-            abort(400, 'send {"clip": NAME, "kind": "propagate", "estimate" or "matte"}')
+            abort(400, wanted)
+        if exr is not None and (kind != "matte" or exr not in EXR_COMPRESSIONS):
+            abort(400, f'"exr" goes with a matte job: {" or ".join(EXR_COMPRESSIONS)} (the EXR compression)')
         source = view.clip_dir(name)
         result = view.result(name)
-        if kind == "matte" and (result is None or not result.is_fused(view.stems(name))):
+        if kind == "matte" and (result is None or not result.is_fused(run_stems(name))):
             abort(409, f"{name} has no propagated trimaps yet: run propagation first")
         settings = current_settings(name) if kind in ("propagate", "estimate") else None
+        if kind == "propagate":
+            refuse_without_room(name, settings)
+        if kind == "estimate":  # its file's folder, made here and never through a link
+            private_subfolder(config.save, APP_DIR, ESTIMATES_DIR)
+        inputs = run_inputs(name) if kind == "estimate" else ""
         try:
-            job = runner.start(name, kind, commands_for(config, name, kind, result, settings, source))
+            job = runner.start(name, kind, commands_for(config, name, kind, result, settings, source, exr, inputs))
         except RuntimeError as exc:
             abort(409, str(exc))
         return jsonify(job=job.as_json()), 202
@@ -379,12 +565,69 @@ def create_app(config: AppConfig) -> Flask:
     return app
 
 
+class BoundedServer(ThreadedWSGIServer):
+    """A thread per connection, at most ``MAX_CONNECTIONS`` at once: a connection beyond them is
+    closed at once rather than given a thread (with the handler's read timeout, no one can hold
+    the server by opening connections and sending nothing)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._reading: dict[socket.socket, float] = {}  # connections still sending a request's headers, since
+        self._reading_lock = threading.Lock()
+        self._closing = threading.Event()
+        threading.Thread(target=self._drop_slow_headers, daemon=True, name="header-deadline").start()
+
+    def server_close(self) -> None:
+        self._closing.set()
+        super().server_close()
+
+    def watch_headers(self, connection: socket.socket, reading: bool) -> None:
+        """A handler begins (``reading``) or has finished reading a request's line and headers."""
+        with self._reading_lock:
+            if reading:
+                self._reading[connection] = time.monotonic()
+            else:
+                self._reading.pop(connection, None)
+
+    def _drop_slow_headers(self) -> None:
+        """One thread for every connection: shut those whose headers take longer than HEADER_DEADLINE."""
+        while not self._closing.wait(0.25):
+            now = time.monotonic()
+            with self._reading_lock:
+                late = [c for c, began in self._reading.items() if now - began > HEADER_DEADLINE]
+                for connection in late:
+                    del self._reading[connection]
+            for connection in late:
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            log.warning("%d connections open: one from %s closed unanswered", MAX_CONNECTIONS, client_address[0])
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 def make_app_server(config: AppConfig) -> tuple[BaseWSGIServer, Flask]:
     """Listen on ``config.host:config.port`` (port 0: one the system picks), then make the app for
     the port actually bound (it names the cookie and the allowed hosts). OSError if it cannot listen."""
     served: dict[str, Flask] = {}
-    server = make_server(config.host, config.port, lambda environ, start: served["app"](environ, start),
-                         threaded=True, request_handler=QuietTokenHandler)  # fmt: skip
+    server = BoundedServer(config.host, config.port, lambda environ, start: served["app"](environ, start),
+                           QuietTokenHandler)  # fmt: skip
     served["app"] = create_app(dataclasses.replace(config, port=server.server_port))
     return server, served["app"]
 
@@ -396,12 +639,15 @@ def commands_for(
     result: ResultFolder | None = None,
     settings: RunSettings | None = None,
     source: Path | None = None,
+    exr: str | None = None,
+    inputs: str = "",
 ) -> list[list[str]]:
     """The commands a job runs: ``tgm.py workspace`` for the clip (finetune unless --load,
     propagate, fuse; reruns redo only what changed) with the clip's run ``settings`` (``estimate``:
     the same with --estimate, which only measures), or ``tgm.py matte`` on its fused trimaps then
     ``tgm.py encode`` of the foregrounds into ``matte/foreground.mov`` (at the rate of the clip's
-    ``source`` video when it is one, else 25 fps)."""
+    ``source`` video when it is one, else 25 fps); with ``exr`` (zip or piz) the matting also writes
+    the EXR mattes and foregrounds (the page's other download)."""
     entry = str(Path(__file__).resolve().parents[1] / "tgm.py")
     if kind in ("propagate", "estimate"):
         command = [entry, "workspace", "--workspace", str(config.workspace), "--save", str(config.save),
@@ -412,12 +658,15 @@ def commands_for(
             command += ["--cfg", str(config.cfg)]
         settings = settings or RunSettings()
         if kind == "estimate":
-            command.append(f"--estimate={estimate_path(config.save / APP_DIR, clip, settings)}")
+            command.append(f"--estimate={estimate_path(config.save / APP_DIR, clip, settings, inputs)}")
         return [command + workspace_flags(settings)]
     if result is None:
         raise ValueError(f"matting {clip} needs its result folder")
-    rate = ["--source", str(source)] if source is not None and source.is_file() else ["--fps", "25"]
+    if source is not None and source.is_file():
+        rate = ["--source", str(source)]
+    else:  # frames extracted from a video keep its rate (their source.json); else 25 fps
+        rate = ["--fps", f"{(source_fps(source) if source is not None else None) or DEFAULT_FPS:g}"]
     return [[entry, "matte", "--result", str(result.path), "--dataroot", str(config.workspace),
-             "--background", config.background],
+             "--background", config.background, *(["--exr", exr] if exr else [])],
             [entry, "encode", "--images_dir", str(result.matte_dir), "--suffix", FG_SUFFIX,
              "--out", str(result.matte_dir / FOREGROUND_VIDEO), *rate]]  # fmt: skip

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from utils.errors import UserError
-from utils.io import atomic_write_text
+from utils.io import atomic_write_text, private_subfolder
 
 SETTINGS_DIR = "settings"  # under the save folder's .app/: <clip>.json
 ESTIMATES_DIR = "estimates"  # under .app/: what tgm.py workspace --estimate measured, per clip and settings
@@ -26,7 +26,12 @@ RECOMMENDED_INTERNAL_SIZE = 720  # docs/video-and-hd.md: labels 98% the full siz
 CPU_SHORTER_SIDE = 480  # without a GPU, frames whose shorter side exceeds this are propagated at it
 LONG_CLIP_FRAMES = 200  # from this length on a memory limit keeps the memory flat
 RECOMMENDED_MAX_MEMORY = 8
-LIMITS = {"max_internal_size": 16384, "max_memory": 10000}  # far beyond any frame or clip; keeps nonsense out
+LIMITS = {"max_internal_size": 16384, "max_memory": 10000, "finetune_steps": 100000, "finetune_crop": 4096}
+SCHEDULES = ("", "const", "poly")
+RANDOM_START_LR = (
+    1e-4  # what a finetuning from random weights needs (docs/finetuning.md); 1e-6 is the released weights'
+)
+CPU_FINETUNE_STEPS, CPU_FINETUNE_CROP = 100, 320  # on a CPU: minutes rather than hours (the estimate says how long)
 MAX_FILE_BYTES = 64 << 10
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:[0-9]{1,3})?")
 
@@ -42,6 +47,11 @@ class RunSettings:
     max_memory: int = 0  # 0: no limit
     discard_parts: bool = False
     tune: bool = False  # measure the fastest faithful path before propagating; fast and precision are then its choice
+    finetune_steps: int = 0  # 0: the config's TRAIN.TOTAL_STEPS
+    finetune_crop: int = 0  # training crops, pixels a side; 0: the config's TRAIN.TRAIN_INPUT_SIZE
+    finetune_lr: float = 0.0  # 0: the config's TRAIN.BASE_LR
+    finetune_schedule: str = ""  # const, poly (decaying to 0) or "": the config's TRAIN.LR_STRATEGY
+    frames: str = ""  # "FIRST-LAST": an in/out range of the clip (a video's frame numbers); "": every frame
 
     @classmethod
     def from_json(cls, data: object, where: str) -> RunSettings:
@@ -66,6 +76,18 @@ class RunSettings:
             raise UserError(f"{where}: max_memory must be 0 (no limit) or at least 2 (the previous frame and one more)")
         if values["precision"] not in PRECISIONS:
             raise UserError(f"{where}: precision must be one of {', '.join(PRECISIONS)}")
+        rate = values["finetune_lr"]
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (rate == 0 or 0 < rate <= 0.1):
+            raise UserError(f"{where}: finetune_lr must be 0 (the config's) or a learning rate above 0, at most 0.1")
+        values["finetune_lr"] = float(rate)
+        if 0 < values["finetune_crop"] < 64:
+            raise UserError(f"{where}: finetune_crop must be 0 (the config's) or at least 64 pixels")
+        if values["finetune_schedule"] not in SCHEDULES:
+            raise UserError(f"{where}: finetune_schedule must be const, poly or empty (the config's)")
+        if not isinstance(values["frames"], str) or not re.fullmatch(r"(\d{1,7})-(\d{1,7})|", values["frames"]):
+            raise UserError(f"{where}: frames must be FIRST-LAST (frame numbers, e.g. 200-259) or empty for all")
+        if values["frames"] and int(values["frames"].split("-")[0]) > int(values["frames"].split("-")[1]):
+            raise UserError(f"{where}: frames {values['frames']}: the first frame comes after the last")
         device = values["device"]
         if not isinstance(device, str) or not DEVICE.fullmatch(device):
             raise UserError(f"{where}: device must be auto, cpu, cuda, cuda:N or mps")
@@ -88,7 +110,22 @@ def workspace_flags(settings: RunSettings) -> list[str]:
         flags.append(f"--max_memory={settings.max_memory}")
     if settings.discard_parts:
         flags.append("--discard_parts")
-    return flags
+    return flags + finetune_overrides(settings)
+
+
+def finetune_overrides(settings: RunSettings) -> list[str]:
+    """The finetuning settings and the frame range as the trailing ``KEY VALUE`` config overrides
+    ``tgm.py workspace`` takes (they come after every flag)."""
+    overrides = ["DATASET.FRAMES", settings.frames] if settings.frames else []
+    if settings.finetune_steps:
+        overrides += ["TRAIN.TOTAL_STEPS", str(settings.finetune_steps)]
+    if settings.finetune_crop:
+        overrides += ["TRAIN.TRAIN_INPUT_SIZE", f"({settings.finetune_crop}, {settings.finetune_crop})"]
+    if settings.finetune_lr:
+        overrides += ["TRAIN.BASE_LR", repr(settings.finetune_lr)]
+    if settings.finetune_schedule:
+        overrides += ["TRAIN.LR_STRATEGY", settings.finetune_schedule]
+    return overrides
 
 
 @dataclass(frozen=True)
@@ -96,25 +133,37 @@ class Machine:
     """What the recommendation needs to know of this machine."""
 
     gpu: str | None  # "cuda" or "mps" when one is there
+    cuda_devices: int = 0
 
     @classmethod
     def here(cls) -> Machine:
         import torch  # the app has it loaded already (its views use the model's constants); asked once per call
 
         if torch.cuda.is_available():
-            return cls("cuda")
+            return cls("cuda", torch.cuda.device_count())
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return cls("mps")
         return cls(None)
 
+    def check_device(self, device: str) -> None:
+        """UserError when this machine has no such device (a setting the job would only fail on)."""
+        if device.startswith("cuda"):
+            index = int(device.partition(":")[2] or 0)
+            if index >= self.cuda_devices:
+                have = f"cuda:0 to cuda:{self.cuda_devices - 1}" if self.cuda_devices else "no CUDA GPU"
+                raise UserError(f"device {device}: this machine has {have}; choose auto or cpu")
+        elif device == "mps" and self.gpu != "mps":
+            raise UserError("device mps: this machine has no Apple GPU; choose auto or cpu")
+
 
 def recommend(
-    frames: int, height: int, width: int, machine: Machine, measured: dict | None = None
+    frames: int, height: int, width: int, machine: Machine, measured: dict | None = None, start: str | None = None
 ) -> tuple[RunSettings, dict[str, str]]:
     """Settings proposed for a clip of ``frames`` frames of ``height`` x ``width`` on ``machine``, and for
     each setting that differs from the published computation, what it trades. The computation path is
     measured, not guessed: ``tune`` is proposed, and ``measured`` (the clip's latest measurement on
-    this machine, ``pipeline/tune.py``'s JSON) says what it found."""
+    this machine, ``pipeline/tune.py``'s JSON) says what it found. ``start``: what the finetuning starts
+    from, "random" or "checkpoint" (None: no finetuning, the app propagates with --load)."""
     notes: dict[str, str] = {}
     values: dict[str, object] = {"tune": True}
     if measured is not None:
@@ -130,11 +179,14 @@ def recommend(
         )
     if machine.gpu is None and min(height, width) > CPU_SHORTER_SIDE:
         values["max_internal_size"] = CPU_SHORTER_SIDE
+        # the measured row nearest this clip's size (docs/video-and-hd.md: 6-frame clips, a 2-vCPU Xeon)
+        shorter = min(height, width)
+        size, speed, labels = ("720p", "2.7x", "98%") if shorter <= HD_SHORTER_SIDE else ("1080p", "6.9x", "96%")
+        nearest = "" if shorter in (720, 1080) else ", the nearest size measured"
         notes["max_internal_size"] = (
             f"frames are {width}x{height} and there is no GPU: propagated with the shorter side at "
-            f"{CPU_SHORTER_SIDE} px, trimaps scaled back; 2.7x faster at 720p and 6.9x at 1080p on a CPU, labels "
-            "98% and 96% the full size's (docs/video-and-hd.md); full size for a final pass where the band must "
-            "hug hair"
+            f"{CPU_SHORTER_SIDE} px, trimaps scaled back (at {size}{nearest}: {speed} faster on a CPU, labels {labels} "
+            "the full size's; docs/video-and-hd.md); full size for a final pass where the band must hug hair"
         )
     elif min(height, width) > HD_SHORTER_SIDE:
         values["max_internal_size"] = RECOMMENDED_INTERNAL_SIZE
@@ -142,6 +194,22 @@ def recommend(
             f"frames are {width}x{height}: propagated with the shorter side at {RECOMMENDED_INTERNAL_SIZE} px, "
             "trimaps scaled back; about 3x faster at 1080p, the unknown band a little less tight "
             "(docs/video-and-hd.md); full size for a final pass where the band must hug hair"
+        )
+    if start == "random":
+        values["finetune_lr"], values["finetune_schedule"] = RANDOM_START_LR, "poly"
+        notes["finetune_lr"] = (
+            f"the network starts from RANDOM weights (no TRAIN.LOAD_CKPT): it learns your subject from the keyframes "
+            f"alone, so expect rough trimaps away from them; that needs a learning rate of about {RANDOM_START_LR:g} "
+            "decaying to 0 (the published 1e-6 is for the released weights, trimap_ep150.pth, which know what a "
+            "subject is: set TRAIN.LOAD_CKPT to them for real footage)"
+        )
+    if start is not None and machine.gpu is None:
+        crop = min(CPU_FINETUNE_CROP, height, width)
+        crop = crop if crop >= 64 else 0  # frames this small: the config's crop (finetuning refuses a larger one)
+        values["finetune_steps"], values["finetune_crop"] = CPU_FINETUNE_STEPS, crop
+        notes["finetune_steps"] = (
+            f"no GPU: {CPU_FINETUNE_STEPS} steps{f' at {crop} px crops' if crop else ''}, minutes on a CPU where the "
+            "published 500 at 512 px take hours (Estimate says how long); more steps learn the subject better"
         )
     if frames >= LONG_CLIP_FRAMES:
         values["max_memory"] = RECOMMENDED_MAX_MEMORY
@@ -163,13 +231,22 @@ TRADES = {
     "max_internal_size": "propagate at this shorter side (0: full size): much faster on HD, a slightly looser band",
     "max_memory": "memory entries kept (0: every 5th frame, growing): bounded memory and time on long clips",
     "discard_parts": "fuse each frame as soon as it is done and delete its part PNGs: bounded disk, no reuse on reruns",
+    "finetune_steps": "finetuning steps (0: the config's): more learn the subject better and take longer",
+    "finetune_crop": "finetuning crops, pixels a side (0: the config's): larger see more of the subject at once, "
+    "cost more per step",
+    "finetune_lr": "finetuning learning rate (0: the config's): about 1e-4 from random weights, 1e-6 from the "
+    "released weights; too high unlearns, too low learns nothing",
+    "finetune_schedule": "how the rate changes: const, or poly (down to 0 at the last step); empty: the config's",
+    "frames": "FIRST-LAST: work on these frames of the clip only (a video's frame numbers); keyframes among them; "
+    "empty: every frame",
 }
 
 
-def estimate_path(app_dir: Path, clip: str, settings: RunSettings) -> Path:
+def estimate_path(app_dir: Path, clip: str, settings: RunSettings, inputs: str = "") -> Path:
     """Where the estimate of ``clip``'s run with ``settings`` goes (``tgm.py workspace --estimate``): one file
-    per clip and settings, so that an estimate is never shown for other settings than it measured."""
-    key = json.dumps([clip, asdict(settings)], sort_keys=True).encode()
+    per clip, settings and ``inputs`` (what else the run reads: the config's contents, the checkpoint, the
+    keyframes, the frames), so that an estimate is never shown for another run than it measured."""
+    key = json.dumps([clip, asdict(settings), inputs], sort_keys=True).encode()
     return app_dir / ESTIMATES_DIR / f"{hashlib.sha256(key).hexdigest()[:24]}.json"
 
 
@@ -219,6 +296,7 @@ class SettingsStore:
     """Saved settings, one JSON file per clip in ``<save>/.app/settings/``."""
 
     def __init__(self, app_dir: Path) -> None:
+        self.app_dir = app_dir
         self.folder = app_dir / SETTINGS_DIR
 
     def path(self, clip: str) -> Path:
@@ -242,7 +320,5 @@ class SettingsStore:
         return RunSettings.from_json(data, str(path))
 
     def save(self, clip: str, settings: RunSettings) -> None:
-        if self.folder.is_symlink():
-            raise UserError(f"{self.folder} is a link; the app keeps its settings in a folder of its own: remove it")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.path(clip), json.dumps(asdict(settings), indent=1) + "\n")
+        folder = private_subfolder(self.app_dir.parent, self.app_dir.name, SETTINGS_DIR)  # never through a link
+        atomic_write_text(folder / self.path(clip).name, json.dumps(asdict(settings), indent=1) + "\n")

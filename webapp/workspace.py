@@ -15,7 +15,9 @@ request and sent as PNGs (the last few kept).
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -31,16 +33,17 @@ from dataset.trimap_tools import BACKUP_SUFFIX, binarise
 from dataset.video import FrameCache, VideoFrames, is_video, probe_video
 from inference.layout import ResultFolder, results_of
 from inference.uncertainty import read_uncertainty
-from matting.sequence import COMPOSITE_SUFFIX, FG_SUFFIX
+from matting.sequence import ALPHA_EXR_SUFFIX, COMPOSITE_SUFFIX, FG_EXR_SUFFIX, FG_SUFFIX
 from utils.errors import UserError
 from utils.images import encode_png, parse_png_header, png_header, read_rgb, to_grey
-from utils.io import atomic_write_bytes, atomic_write_png, create_exclusive
+from utils.io import atomic_write_bytes, atomic_write_png, create_exclusive, private_subfolder
 
 log = logging.getLogger(__name__)
 
 MATTE_KINDS = {"alpha": ALPHA_SUFFIX, "fg": FG_SUFFIX, "comp": COMPOSITE_SUFFIX}
 FOREGROUND_VIDEO = "foreground.mov"  # the matte job's last step: the RGBA foregrounds as ProRes 4444 with alpha
 MAX_BAND = 500
+SUBJECT_LEFT = 0.2  # a cut-out whose sure subject is under this share of its unknown band gets a warning
 VIDEO_FRAMES_KEPT = 24  # encoded PNGs of video frames kept per app (stepping back and forth is instant)
 CACHE_DIR = ".app"  # in the save folder: thumbnails and display copies (webapp/jobs.py keeps its files there too)
 THUMB_HEIGHT = 54  # the frame strip's thumbnails, pixels high
@@ -96,11 +99,22 @@ class WorkspaceView:
 
     def clips(self) -> dict[str, Path]:
         """Sub-folders holding frames, and video files (by stem; a folder wins over a video of its
-        name). The entries are cached by the workspace's modification time, a folder's frames by its
+        name). An entry whose real location is outside the workspace (a link planted there) is no
+        clip. The entries are cached by the workspace's modification time, a folder's frames by its
         own (a clip being extracted appears once it has frames)."""
+        real_workspace = self.workspace.resolve()
 
         def entries() -> list[Path]:
-            return [p for p in sorted(self.workspace.iterdir()) if not p.name.startswith(".")]
+            found = []
+            for path in sorted(self.workspace.iterdir()):
+                if path.name.startswith("."):
+                    continue
+                try:
+                    if real_workspace in path.resolve(strict=True).parents:
+                        found.append(path)
+                except (OSError, RuntimeError):  # a broken or looping link
+                    continue
+            return found
 
         found = {}
         for path in self._listings.get(self.workspace, entries):
@@ -207,11 +221,16 @@ class WorkspaceView:
     # --- what the page lists --------------------------------------------------------------------
 
     def summary(self) -> list[dict]:
+        """Every clip with its counts; a clip that cannot be read is listed with why (the others still are)."""
         listed = []
         for name in self.clips():
-            result = self.result(name)
-            listed.append({"name": name, "frames": len(self.stems(name)), "keyframes": len(self.keyframes(name)),
-                           "propagated": bool(result and result.is_finished())})  # fmt: skip
+            try:
+                result = self.result(name)
+                listed.append({"name": name, "frames": len(self.stems(name)), "keyframes": len(self.keyframes(name)),
+                               "propagated": bool(result and result.is_finished())})  # fmt: skip
+            except (ViewError, UserError, OSError) as exc:
+                message = exc.message if isinstance(exc, ViewError) else str(exc)
+                listed.append({"name": name, "frames": 0, "keyframes": 0, "propagated": False, "error": message})
         return listed
 
     def detail(self, name: str) -> dict:
@@ -227,10 +246,11 @@ class WorkspaceView:
             fused = result.ensemble_stems() if result.is_finished() else []
             matted = stems_with(result.matte_dir, COMPOSITE_SUFFIX)
         video = result is not None and self._current_video(result) is not None
+        exr = result is not None and bool(self._current_exrs(result))
         return {
             "name": name, "stems": stems, "height": height, "width": width, "keyframes": self.keyframes(name),
             "result": {"folder": result.name if result else None, "fused": fused or [], "uncertainty": uncertainty,
-                       "matted": matted or [], "video": video},
+                       "matted": matted or [], "video": video, "exr": exr},
         }  # fmt: skip
 
     @staticmethod
@@ -243,6 +263,29 @@ class WorkspaceView:
         except OSError:
             return None
         return path if made >= fused else None
+
+    @staticmethod
+    def _current_exrs(result: ResultFolder) -> list[Path]:
+        """The EXR mattes and foregrounds of every fused frame, when all exist and were made after the
+        fused trimaps last changed (as for the video); else []."""
+        stems = result.ensemble_stems() if result.is_finished() else []
+        paths = [result.matte_dir / f"{s}{suffix}" for s in stems for suffix in (ALPHA_EXR_SUFFIX, FG_EXR_SUFFIX)]
+        try:
+            fused = result.ensemble_dir.stat().st_mtime_ns
+            if not paths or any(p.stat().st_mtime_ns < fused for p in paths):
+                return []
+        except OSError:
+            return []
+        return paths
+
+    def exr_files(self, name: str) -> list[tuple[str, Path]]:
+        """(name in the archive, file) of the clip's EXR sequence, every file inside --save; ViewError
+        404 when the current trimaps have none (matte with EXR first)."""
+        result = self.result(name)
+        paths = [] if result is None else self._current_exrs(result)
+        if not paths:
+            raise ViewError(404, f"{name} has no EXR sequence from its current trimaps: run matting with EXR")
+        return [(p.name, self._inside(p, self.save, f"EXR {p.name} of {name}")) for p in paths]
 
     # --- files to serve -------------------------------------------------------------------------
 
@@ -318,14 +361,17 @@ class WorkspaceView:
         """A JPEG made from the frame once and kept in ``<save>/.app/<kind>/<clip>/``; made again
         when the frame (or the video) is newer than it."""
         stem = self.frame_stem(name, stem)
-        path = self.save / CACHE_DIR / kind / name / f"{stem}.q{quality}.jpg"
+        file_name = f"{stem}.q{quality}.jpg"
+        if len(file_name.encode()) > 200:  # a file name ends at 255 bytes, its temporary one's too
+            file_name = f"{hashlib.sha256(stem.encode()).hexdigest()}.q{quality}.jpg"
+        folder = private_subfolder(self.save, CACHE_DIR, kind, name)  # never written through a planted link
+        path = folder / file_name
         stamp = self._source_stamp(name, stem)
         if not (path.is_file() and path.stat().st_mtime_ns >= stamp):
             bgr = np.ascontiguousarray(make(self.read_frame_rgb(name, stem))[..., ::-1])
             ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
             if not ok:
                 raise ViewError(500, f"frame {stem} of {name} could not be encoded as JPEG")
-            path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(path, data.tobytes())
         return self._inside(path, self.save, f"the {kind} copy of frame {stem}")
 
@@ -359,8 +405,13 @@ class WorkspaceView:
         height, width = self.frame_size(name)
         parsed = None
         if box is not None:
-            if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
-                raise ViewError(400, "box must be [x0, y0, x1, y1] in pixels")
+            numbers = (
+                isinstance(box, list)
+                and len(box) == 4
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box)
+            )
+            if not numbers:
+                raise ViewError(400, "box must be [x0, y0, x1, y1]: four finite numbers of pixels")
             try:
                 parsed = Box.clipped(*(round(v) for v in box), width, height)
             except UserError as exc:
@@ -371,6 +422,19 @@ class WorkspaceView:
             raise ViewError(400, "draw a box around the subject (or foreground strokes) first")
         labels = box_trimap(self.read_frame_rgb(name, stem), parsed, band_per_side, fg, bg)
         return encode_png(encode_labels(labels))
+
+    @staticmethod
+    def trimap_warning(png: bytes) -> str | None:
+        """What a person should know of a trimap the app just made: a subject that nearly vanished in
+        its unknown band (a band wide for a small subject); None when all is well."""
+        labels = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE)
+        unknown, foreground = int(((labels > 0) & (labels < 255)).sum()), int((labels == 255).sum())
+        if unknown and foreground < SUBJECT_LEFT * unknown:
+            return (
+                f"only {foreground} px of sure subject against {unknown} px of unknown: the band swallows this small "
+                "subject; narrow the band (the slider) or paint the subject's core"
+            )
+        return None
 
     def trimap_of_person(self, name: str, stem: str, band_per_side: int) -> bytes:
         """A trimap (PNG bytes) of the people in frame ``stem`` (the optional person segmenter;
@@ -421,6 +485,11 @@ class WorkspaceView:
             )
         path = folder / f"{stem}{TRIMAP_SUFFIX}"
         backup = path.with_name(path.name[: -len(".png")] + BACKUP_SUFFIX)
+        if len(backup.name.encode()) > 255:
+            raise ViewError(
+                400, f"frame {stem[:40]}...'s name is too long for its trimap's file name ({len(backup.name.encode())}"
+                " bytes; a file name ends at 255): rename the clip's frames shorter",
+            )  # fmt: skip
         with self._save_lock(path):
             if path.exists():
                 create_exclusive(backup, path.read_bytes())  # the trimap as it was, the first time it is replaced

@@ -95,7 +95,7 @@ async function loadClips() {
     if (state.clip && state.clip.name === clip.name) item.classList.add("selected");
     list.appendChild(item);
   }
-  if (!data.clips.length) setStatus("this workspace has no clip folders with <stem>_rgb.png frames", true);
+  if (!data.clips.length) setStatus("this workspace has no clips: put videos (.mp4, .mov, ...) or folders of <stem>_rgb.png frames in it", true);
   else if (!state.clip) await selectClip(data.clips[0].name);
 }
 
@@ -108,8 +108,15 @@ async function selectClip(name, keepIndex = false) {
   const plot = $("uncertainty-plot");
   $("uncertainty-figure").hidden = !detail.result.uncertainty;
   if (detail.result.uncertainty) plot.src = `/api/clips/${encodeURIComponent(name)}/uncertainty.png?t=${Date.now()}`;
+  const unsure = detail.result.uncertainty && detail.result.uncertainty.uniform;
+  $("uncertainty-caption").textContent = unsure
+    ? `Every frame scores about ${detail.result.uncertainty.level.toFixed(2)} (0 certain, 1 no agreement): the whole clip is uniformly unsure, so no frame stands out and the red picks are a toss-up. A network that has learned the subject scores lower near its keyframes; more finetuning or the released weights help more than another keyframe.`
+    : "Where propagation drifts, 0 (the two passes agree and are sure) to 1: frames in red are worth a keyframe trimap next.";
+  $("uncertainty-caption").classList.toggle("warning", Boolean(unsure));
   $("download-video").hidden = !detail.result.video;
   $("download-video").href = `/api/clips/${encodeURIComponent(name)}/foreground.mov`;
+  $("download-exr").hidden = !detail.result.exr;
+  $("download-exr").href = `/api/clips/${encodeURIComponent(name)}/exr.zip`;
   if (!keepIndex) {
     const first = detail.keyframes.length ? detail.stems.indexOf(detail.keyframes[0]) : 0;
     state.index = Math.max(0, first);
@@ -223,10 +230,12 @@ function render() {
     keyframe: "keyframe trimap", propagated: "propagated trimap: correct it and save to make a keyframe",
     none: "no trimap yet: paint one",
   }[state.source];
-  $("frame-source").textContent = (state.dirty ? "edited, not saved; " : "") + sourceText;
+  $("frame-source").textContent = state.dirty
+    ? (state.source === "none" ? "new trimap, not saved" : `edited, not saved (${state.source} trimap)`)
+    : sourceText;
   $("frame-source").dataset.source = state.source;
   const scores = state.clip.result.uncertainty && state.clip.result.uncertainty.frames;
-  $("frame-score").textContent = scores && s in scores ? `disagreement ${scores[s].toFixed(3)}` : "";
+  $("frame-score").textContent = scores && s in scores ? `disagreement ${scores[s].toFixed(2)} of 1` : "";
   const at = state.review.indexOf(s);
   $("review-state").textContent = at >= 0 ? `review ${at + 1}/${state.review.length}` : "";
   drawTimeline();
@@ -309,16 +318,13 @@ function drawTimeline() {
   context.clearRect(0, 0, width, timeline.height);
   const unc = clip.result.uncertainty;
   const scores = unc ? unc.frames : {};
-  // bars span the scores' range: what matters is where they rise, not their common level
-  const values = Object.values(scores);
-  const low = values.length ? Math.min(...values) : 0;
-  const span = Math.max(1e-6, (values.length ? Math.max(...values) : 0) - low);
+  // bars on the score's whole scale, 0 (certain) to 1: a clip unsure everywhere shows tall bars everywhere
   clip.stems.forEach((s, i) => {
     const x = i * cell;
     context.fillStyle = clip.result.fused.includes(s) ? "#2a3d5c" : "#2b2f38";
     context.fillRect(x + 0.5, 14, Math.max(1, cell - 1), 44);
     if (s in scores) {
-      const h = 4 + 36 * (scores[s] - low) / span;
+      const h = 2 + 38 * Math.min(1, Math.max(0, scores[s]));
       context.fillStyle = "#ff8c00";
       context.fillRect(x + cell * 0.2, 58 - h, Math.max(1, cell * 0.6), h);
     }
@@ -420,7 +426,16 @@ overlayCanvas.addEventListener("pointermove", (event) => {
 });
 const endStroke = () => {
   if (panning) { panning = null; return; }
-  if (boxing) { boxing = null; cutOut(); return; }
+  if (boxing) {
+    boxing = null;
+    if (!state.bandTouched) { // a band in proportion to the box: 10 px a side would swallow a small subject
+      const side = Math.min(Math.abs(state.box[2] - state.box[0]), Math.abs(state.box[3] - state.box[1]));
+      state.band = Math.max(2, Math.min(10, Math.round(side / 16)));
+      $("band").value = state.band; $("band-value").textContent = String(state.band);
+    }
+    cutOut();
+    return;
+  }
   if (painting) {
     painting = null;
     render();
@@ -472,6 +487,7 @@ function maskPng(values, which) { // a white-on-black PNG of the frame's size wh
 }
 
 async function useTrimap(response, what, started) {
+  const warning = response.headers.get("X-Trimap-Warning");
   const url = URL.createObjectURL(await response.blob());
   const labels = imageToLabels(await loadImage(url));
   URL.revokeObjectURL(url);
@@ -482,7 +498,8 @@ async function useTrimap(response, what, started) {
   const seconds = ((performance.now() - started) / 1000).toFixed(2);
   $("cutout-state").textContent = `${what} in ${seconds} s`;
   $("cutout-state").dataset.done = String(Number($("cutout-state").dataset.done || 0) + 1);
-  setStatus(`trimap from ${what}: add strokes where it is wrong, paint, then save`);
+  if (warning) setStatus(`trimap from ${what}: ${warning}`, true);
+  else setStatus(`trimap from ${what}: add strokes where it is wrong, paint, then save`);
 }
 
 let cutting = false;
@@ -516,7 +533,9 @@ async function findPerson() {
   } catch (error) { setStatus(`no person found: ${error.message}`, true); }
 }
 $("tool-person").addEventListener("click", findPerson);
-$("band").addEventListener("input", (e) => { state.band = Number(e.target.value); $("band-value").textContent = e.target.value; });
+$("band").addEventListener("input", (e) => {
+  state.band = Number(e.target.value); state.bandTouched = true; $("band-value").textContent = e.target.value;
+});
 $("band").addEventListener("change", () => { if (state.box || state.strokes) cutOut(); });
 $("revert").addEventListener("click", () => {
   if (!state.labels) return;
@@ -622,7 +641,9 @@ document.addEventListener("keyup", (event) => {
 
 // --- run settings (per clip, remembered in the save folder) -----------------------------------------
 
-const SETTINGS = ["device", "tune", "fast", "precision", "max_internal_size", "max_memory", "discard_parts"];
+const SETTINGS = ["device", "tune", "fast", "precision", "max_internal_size", "max_memory", "discard_parts",
+  "frames", "finetune_steps", "finetune_crop", "finetune_lr", "finetune_schedule"];
+const FINETUNING = ["finetune_steps", "finetune_crop", "finetune_lr", "finetune_schedule"]; // off with --load
 const TUNED = ["fast", "precision"]; // what the measurement chooses while "tune" is on
 
 function showSettings(data) {
@@ -651,6 +672,10 @@ function showSettings(data) {
   }
   $("settings-flags").textContent = data.flags.length ? data.flags.join(" ") : "the published computation (no flags)";
   for (const key of TUNED) $(`set-${key}`).disabled = data.settings.tune;
+  for (const key of FINETUNING) $(`set-${key}`).disabled = !data.finetuning;
+  $("finetune-settings").title = data.finetuning ? "" : "the app propagates with --load: no finetuning";
+  $("start-note").textContent = data.start || "";
+  $("start-note").hidden = !data.start;
   showTuned(data.tuned);
 }
 
@@ -684,15 +709,24 @@ function duration(seconds) {
   return `${(seconds / 3600).toFixed(1)} h`;
 }
 
+const MiB = (bytes) => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
+
 async function loadEstimate(name) {
-  const { estimate } = await (await api(`/api/clips/${encodeURIComponent(name)}/estimate`)).json();
+  const { estimate, free_bytes: free } = await (await api(`/api/clips/${encodeURIComponent(name)}/estimate`)).json();
   const box = $("estimate");
-  if (!estimate) { box.textContent = "not estimated for these settings: Estimate times a few steps here"; return; }
+  box.classList.remove("warning");
+  if (!estimate) { box.textContent = "not estimated for these settings and inputs: Estimate times a few steps here"; return; }
   const parts = [];
   if (estimate.finetune_steps) parts.push(`finetuning ${estimate.finetune_steps} steps × ${estimate.seconds_per_step.toFixed(2)} s and saving = ${duration(estimate.finetune_seconds)}`);
-  parts.push(`propagating ${estimate.visits} frame visits × ${estimate.seconds_per_visit.toFixed(2)} s = ${duration(estimate.propagate_seconds)}`);
+  parts.push(`propagating ${estimate.visits} frame visits × ${estimate.seconds_per_visit.toFixed(2)} s = ${duration(estimate.propagate_seconds)} (the progress counts ${estimate.part_pngs}: each part also writes its keyframe)`);
   if (estimate.tuned) parts.push(`path measured here: ${estimate.tuned.summary}`);
-  box.textContent = `A run takes about ${duration(estimate.seconds)} (${parts.join(", ")}) and ${(estimate.disk_bytes / 2 ** 20).toFixed(0)} MiB on disk.`;
+  let disk = `${MiB(estimate.disk_bytes)} on disk`;
+  if (estimate.finetune_bytes) disk += ` (${MiB(estimate.finetune_bytes)} of them the finetuning's checkpoints and optimizer states)`;
+  box.textContent = `A run takes about ${duration(estimate.seconds)} (${parts.join(", ")}) and ${disk}; ${MiB(free)} free.`;
+  if (estimate.disk_bytes > free) {
+    box.textContent += " It does not fit: free some space, or choose discard parts or a smaller internal size.";
+    box.classList.add("warning");
+  }
 }
 
 async function loadSettings(name) {
@@ -753,10 +787,21 @@ function showJob(job) {
   $("job-progress").max = p && p.total ? p.total : 1;
   $("job-progress").value = p && p.total ? p.n : (running ? 0 : 1);
   const where = p && p.desc ? ` — ${p.desc} ${p.n}${p.total ? "/" + p.total : ""}${pace(job, p)}` : "";
-  $("job-state").textContent = `${job.kind} ${job.clip}: ${job.state}${running ? where : ""} (${job.seconds} s)` +
-    (job.state === "failed" ? ` — ${job.message}` : "");
-  $("job-state").className = job.state;
+  const warned = job.state === "done" && job.warning_count > 0;
+  const label = warned ? `done with ${job.warning_count} warning${job.warning_count > 1 ? "s" : ""}` : job.state;
+  const other = state.clip && job.clip !== state.clip.name ? " (another clip)" : "";
+  $("job-state").textContent = `${running ? "" : "last job: "}${job.kind} ${job.clip}${other}: ${label}` +
+    `${running ? where : ""} (${job.seconds} s)` + (job.state === "failed" ? ` — ${job.message}` : "");
+  $("job-state").className = warned ? "warning" : job.state;
   $("job-state").dataset.state = job.state;
+  const warnings = $("job-warnings");
+  warnings.replaceChildren(...(job.warnings || []).map((text) => Object.assign(document.createElement("li"), { textContent: text })));
+  warnings.hidden = !(job.warnings && job.warnings.length);
+  // a running propagation changes the trimaps: its downloads are shown again once it is done and current
+  if (running && job.kind === "propagate" && state.clip && job.clip === state.clip.name) {
+    $("download-video").hidden = true;
+    $("download-exr").hidden = true;
+  }
   $("job-log").textContent = job.log.join("\n");
   $("job-log").scrollTop = $("job-log").scrollHeight;
 }
@@ -772,7 +817,9 @@ function pace(job, p) {
   const rate = done / seconds;
   const left = p.total ? (p.total - p.n) / rate : null;
   const shown = left === null ? "" : left < 90 ? `, ${Math.round(left)} s left` : `, ${Math.round(left / 60)} min left`;
-  return `, ${rate >= 1 ? rate.toFixed(1) : rate.toFixed(2)}/s${shown}`;
+  const unit = p.unit || "item";
+  const speed = rate >= 1 ? `${rate.toFixed(1)} ${unit}s/s` : `${(1 / rate).toFixed(1)} s/${unit}`;
+  return `, ${speed}${shown}`;
 }
 
 async function pollJob() {
@@ -786,7 +833,10 @@ async function pollJob() {
     if (wasRunning && job && state.clip && job.clip === state.clip.name) {
       await loadClips();
       await selectClip(state.clip.name, true);
-      setStatus(`${job.kind} ${job.state}` + (job.state === "done" ? ": results shown" : `: ${job.message}`), job.state === "failed");
+      const warned = job.state === "done" && job.warning_count > 0;
+      setStatus(`${job.kind} ${job.state}` + (job.state !== "done" ? `: ${job.message}` : warned
+        ? ` with ${job.warning_count} warning(s), results shown: read them under Run` : ": results shown"),
+        job.state === "failed" || warned);
     }
   }
 }
@@ -794,10 +844,12 @@ async function pollJob() {
 async function startJob(kind) {
   if (!state.clip) return;
   if (state.dirty) { setStatus("save or revert this frame's trimap first", true); return; }
+  const body = { clip: state.clip.name, kind };
+  if (kind === "matte" && $("matte-exr").value) body.exr = $("matte-exr").value;
   try {
     const { job } = await (await api("/api/job", {
       method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ clip: state.clip.name, kind }),
+      body: JSON.stringify(body),
     })).json();
     showJob(job);
     await pollJob();
