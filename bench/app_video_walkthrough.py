@@ -114,6 +114,7 @@ def main() -> None:
         cfg.write_text(
             f"TRAIN:\n  LOAD_CKPT: '{Path(args.load).resolve()}'\n  TOTAL_STEPS: {args.steps}\n"
             f"  TRAIN_INPUT_SIZE: ({args.crop}, {args.crop})\n  BASE_LR: 1.0e-5\nSYSTEM:\n  NUM_WORKERS: 1\n"
+            "  RANDOM_SEED: 7\n"  # the same finetuning in every walkthrough: runs differ by their settings only
         )
         command += ["--cfg", str(cfg)]
     else:
@@ -133,9 +134,14 @@ def main() -> None:
             page.call("PUT", f"/api/clips/walk/keyframe/{stem}", trimap, "image/png")
         settings = page.json("GET", "/api/clips/walk/settings")
         print("proposed settings:", settings["flags"], "|", "; ".join(settings["notes"].values()))
+        chosen = dict(settings["proposed"])
+        if args.steps:  # the finetuning asked for, set in the page as a user would
+            chosen |= {"finetune_steps": args.steps, "finetune_crop": args.crop}
         if args.settings == "rule":
-            settings = page.json("POST", "/api/clips/walk/settings", {**settings["proposed"], "tune": False})
-            print("run settings (the path unmeasured):", settings["flags"])
+            chosen["tune"] = False
+        settings = page.json("POST", "/api/clips/walk/settings", chosen)
+        print(f"run settings ({'the path unmeasured' if args.settings == 'rule' else 'as proposed'}):",
+              " ".join(settings["flags"]))  # fmt: skip
         estimate_job, estimate_s = page.run_job("walk", "estimate")
         assert estimate_job["state"] == "done", estimate_job["log"][-5:]
         estimate = page.json("GET", "/api/clips/walk/estimate")["estimate"]

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The GPU check: one call on a CUDA machine that answers the GPU questions within a budget counted
 # from its first line, installs included (GPU_CHECK_SECONDS, default 345: under 6 minutes with the
-# last step's grace). Four files under ${OUT:-bench_gpu_out}/, written as they are made, so a step
+# last step's grace). Five files under ${OUT:-bench_gpu_out}/, written as they are made, so a step
 # stopped part-way keeps what it finished: log.txt (the plan and every step's output), steps.txt
-# (each step's exit status and seconds), whole.jsonl (the whole-process rows) and facts.json.
+# (each step's exit status and seconds), whole.jsonl (the whole-process rows), facts.json and tune.json.
 #
 #   bash bench/gpu_wheels.sh            # where pip reaches PyPI: the wheels the GPU machine lacks -> .gpu_wheels/
 #   bash bench/gpu_check.sh             # on the CUDA machine, with .gpu_wheels/ beside it
@@ -51,6 +51,7 @@ plan=(
   "facts|25|GPU, torch, CUDA and cuDNN versions; the attention kernel of the read at 1080p (1 and 4 heads, fp32 and half); the syncs left in a steady bf16 step"
   "tests|50|the CUDA tests (device flags, cuDNN switches, parity in fp32, tf32/bf16/fp16 against fp32, the fused read on its kernel, query sharing, out-of-memory advice), 40 s each"
   "whole-defaults|140|whole test_mf_2.py processes on the clip: default (fp32), bf16, bf16 without autotuning, bf16 one query frame at a time, naive (the published code): seconds, first visit, peak memory, labels against fp32"
+  "tune|40|tgm.py tune on the clip: every path's seconds a visit in one process (fp32, --fast, bf16, fp16, tf32, the query batch, --compile if it repays), labels against fp32, the choice"
   "read|15|the memory read at 1088x1920, T = 2 and 8: 1 and 4 heads, fp32 and bf16, against the naive read"
   "profile|25|the top operators of one --fast bf16 propagation (20 frames) after a warm-up, the GPU busy share, peak memory"
   "pipeline|15|the I/O pipeline alone on the clip (a stand-in network), readers and writers on every core"
@@ -140,6 +141,8 @@ step facts "$py" -m bench.gpu_facts --inputs "$inputs" --device "$device" --json
 step tests "$py" -m pytest -v -rs -p no:cacheprovider --timeout 40 -k "not compile" tests/test_cuda.py
 step whole-defaults "$py" -m bench.bench_whole --inputs "$inputs" --reference "$work/reference" --device "$device" --variants "$whole_defaults" \
   --timeout "$per_process" --json "$out/whole.jsonl"
+step tune "$py" tgm.py tune "$inputs/clip" --load "$inputs/parity.pth" --device "$device" --visits 3 \
+  --json "$out/tune.json"
 step read "$py" -m bench.bench_read --sizes "$read_size" --steps 2,8 --runs 3 --device "$device"
 step profile "$py" -m bench.bench_propagation --mode profile --paths "$([ "$mode" = dry ] && echo fast-fp32 || echo fast-bf16)" \
   --clip "$inputs/clip" --frames "$([ "$mode" = dry ] && echo 4 || echo 20)" --device "$device"

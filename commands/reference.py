@@ -25,7 +25,8 @@ def _row(action: argparse.Action) -> str | None:
     flag = "`, `".join(names) if names else (action.metavar or action.dest).upper()
     default = action.default
     shown = "" if default is None or default is False or default == argparse.SUPPRESS else f"`{default}`"
-    return f"| `{flag}` | {shown} | {html.escape(action.help or '', quote=False)} |"
+    text = (action.help or "").replace("%%", "%")  # argparse's escape of a literal percent sign
+    return f"| `{flag}` | {shown} | {html.escape(text, quote=False)} |"
 
 
 def _sections(parser: argparse.ArgumentParser, title: str) -> list[str]:

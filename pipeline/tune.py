@@ -40,7 +40,7 @@ from model.stm import STM
 from model.weights import trainable_random_init
 from utils.device import machine_description
 from utils.errors import UserError
-from utils.io import atomic_write_json, file_digest_once
+from utils.io import atomic_write_json, file_digest_once, private_subfolder
 from utils.precision import cpu_has_fast_bf16
 
 log = logging.getLogger(__name__)
@@ -167,12 +167,15 @@ def native_precisions(device: torch.device) -> list[str]:
     return []
 
 
-def tune_key(machine: str, device: torch.device, frame_size, checkpoint: str, options: PropagationOptions) -> str:
+def tune_key(
+    machine: str, device: torch.device, frame_size, checkpoint: str, options: PropagationOptions, visits: int = 0
+) -> str:
     """What a measurement depends on: the machine, the device, the frame size, the checkpoint, the
-    run's flags beyond the path (internal size, memory schedule) and this module's version."""
+    run's flags beyond the path (internal size, memory schedule), the clip's visits (whether a
+    compile repays itself) and this module's version."""
     rest = {k: v for k, v in dataclasses.asdict(options).items()
             if k not in ("fast", "compile", "naive", "precision", "query_batch", "recompute")}  # fmt: skip
-    text = json.dumps([TUNE_VERSION, machine, str(device), list(frame_size), checkpoint, rest], sort_keys=True)
+    text = json.dumps([TUNE_VERSION, machine, str(device), list(frame_size), checkpoint, rest, visits], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
@@ -193,8 +196,7 @@ def cached(save: Path | None, key: str) -> TuneResult | None:
 
 def keep(save: Path, result: TuneResult, clip_name: str | None = None) -> Path:
     """Write ``result`` under ``save``/tune/ by its key (and as the clip's latest, for the app)."""
-    folder = save / TUNE_DIR
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = private_subfolder(save, TUNE_DIR)  # the app's jobs write here: never through a planted link
     path = folder / f"{result.key}.json"
     atomic_write_json(path, result.as_json())
     if clip_name is not None:
@@ -231,12 +233,12 @@ def tune_clip(
     (None: random weights) on ``device``; ``options`` holds the run's other flags."""
     height, width = check_sizes(clip)
     machine = machine_description(device)
-    key = tune_key(machine, device, (height, width), checkpoint_identity(checkpoint), options)
+    clip_visits = sum(len(part) - 1 for part in plan_parts(clip.keyframe_indices, len(clip)))
+    key = tune_key(machine, device, (height, width), checkpoint_identity(checkpoint), options, clip_visits)
     if not remeasure and (found := cached(save, key)) is not None:
         log.info("%s: tuned earlier on this machine: %s (%s)", clip.name, found.summary(), save / TUNE_DIR)
         return found
     base = load_weights(checkpoint)
-    clip_visits = sum(len(part) - 1 for part in plan_parts(clip.keyframe_indices, len(clip)))
     frames = probe_frames(clip, visits + 1 + max(0, batch_of(options, device, clip) - 1) * 2)  # warm-up + timed
     log.info("%s: measuring paths on %d of its frames (%s)", clip.name, len(frames), device)
     measure = Measurer(base, clip, frames, device)

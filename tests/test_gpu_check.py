@@ -18,8 +18,8 @@ import torch
 import bench.bench_whole as bench_whole
 from helpers import REPO
 
-PLANNED = ("install", "inputs", "facts", "tests", "whole-defaults", "read", "profile", "pipeline", "whole-more",
-           "compile")  # fmt: skip
+PLANNED = ("install", "inputs", "facts", "tests", "whole-defaults", "tune", "read", "profile", "pipeline",
+           "whole-more", "compile")  # fmt: skip
 
 
 def step_seconds(steps: str) -> dict[str, float]:
@@ -42,9 +42,9 @@ def test_the_gpu_check_dry_run_passes_every_step_and_its_cpu_parts_fit(tmp_path)
     seconds = step_seconds(steps)
     for name in ("install", "inputs"):  # not GPU work: what it takes here bounds it there
         assert seconds[name] <= int(plan[name]), f"{name} took {seconds[name]} s of its {plan[name]} s"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["facts.json", "log.txt", "steps.txt", "whole.jsonl"], (
-        "few files come back from a remote GPU machine: four, and no clip"
-    )
+    returned = ["facts.json", "log.txt", "steps.txt", "tune.json", "whole.jsonl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == returned, "few files come back: five, and no clip"
+    assert json.loads((tmp_path / "tune.json").read_text())["choice"] is not None
     assert "needs a CUDA GPU" in log, "the CUDA tests say why they skip"
     assert "40 frames of 1920x1088" in log, "the inputs are made at their full size"
     facts = json.loads((tmp_path / "facts.json").read_text())

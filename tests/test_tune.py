@@ -59,7 +59,7 @@ def test_a_candidate_made_slow_is_not_chosen(clip, parity_weights, monkeypatch):
     assert result.row(["--fast"]).agreement > 0.999, "it agreed: only its time kept it out"
 
 
-@pytest.mark.unit
+@pytest.mark.e2e
 def test_a_candidate_that_moves_labels_is_not_chosen_however_fast(clip, parity_weights, monkeypatch,
                                                                  only_bf16_native):  # fmt: skip
     segment = STM.segment
@@ -97,13 +97,14 @@ def test_the_rows_and_the_json_say_what_was_measured(clip, parity_weights, only_
     assert sizes == [], "a 40-line clip offers no smaller internal size"
 
 
-@pytest.mark.unit
+@pytest.mark.e2e
 def test_the_measurement_is_kept_per_machine_device_size_checkpoint_and_flags(clip, parity_weights, tmp_path,
                                                                               monkeypatch):  # fmt: skip
     options = PropagationOptions(max_memory=8)
     smaller = PropagationOptions(max_memory=8, max_internal_size=480)
     key = tune_key("cpu: X", CPU, (40, 64), "sha256:a", options)
     assert tune_key("cpu: X", CPU, (40, 64), "sha256:a", with_path(options, ["--fast"])) == key, "not the path"
+    assert tune_key("cpu: X", CPU, (40, 64), "sha256:a", options, visits=400) != key, "a longer clip: compile?"
     for other in (tune_key("cpu: Y", CPU, (40, 64), "sha256:a", options),
                   tune_key("cpu: X", torch.device("cuda", 0), (40, 64), "sha256:a", options),
                   tune_key("cpu: X", CPU, (48, 64), "sha256:a", options),
