@@ -147,7 +147,7 @@ def test_learning_rate_strategies():
         learning_rate(0, 1e-3, "cosine", 10)
 
 
-@pytest.mark.unit
+@pytest.mark.e2e
 def test_finetuning_keeps_batch_norm_frozen_and_trains_the_rest(tmp_path, clip_dir, start_checkpoint):
     before = torch.load(start_checkpoint)
     result = run(*small_cfg(tmp_path, clip_dir, start_checkpoint))
@@ -225,7 +225,7 @@ def changed_tensors(before: dict, after: dict) -> set[str]:
     return {name for name, tensor in before.items() if not torch.equal(after[name], tensor)}
 
 
-@pytest.mark.unit
+@pytest.mark.e2e
 def test_freeze_backbone_freezes_the_trunks_but_not_the_mask_convolutions(tmp_path, clip_dir, start_checkpoint):
     before = torch.load(start_checkpoint)
     result = run(*small_cfg(tmp_path, clip_dir, start_checkpoint, steps=1, **{"TRAIN.FREEZE_BACKBONE": True}))
@@ -235,7 +235,7 @@ def test_freeze_backbone_freezes_the_trunks_but_not_the_mask_convolutions(tmp_pa
     assert {"KV_M_r4.Key.weight", "Decoder.pred2.weight"} <= changed
 
 
-@pytest.mark.unit
+@pytest.mark.e2e
 def test_sgd_trains_other_weights_than_adam(tmp_path, clip_dir, start_checkpoint, one_plain_step):
     adam = one_plain_step
     sgd = run(*small_cfg(tmp_path / "sgd", clip_dir, start_checkpoint, steps=1, **{"TRAIN.OPTIMIZER": "sgd"}))
@@ -245,7 +245,7 @@ def test_sgd_trains_other_weights_than_adam(tmp_path, clip_dir, start_checkpoint
     assert "sgd lr" in (sgd.run_dir / "train.log").read_text()
 
 
-@pytest.mark.unit
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "overrides",
     [{"TRAIN.CHANNELS_LAST": True}, {"TRAIN.PRECISION": "bf16"}],

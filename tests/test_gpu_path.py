@@ -24,7 +24,6 @@ from model.weights import trainable_random_init
 from utils import device as device_module
 from utils.errors import UserError
 
-pytestmark = pytest.mark.unit
 CPU = torch.device("cpu")
 
 
@@ -42,6 +41,7 @@ def clip(tmp_path_factory):
     return scan_clip(make_synthetic_clip(folder, "c", num_frames=12, size=(44, 58), keyframes=(0, 11), seed=2).folder)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("path", [{}, {"fast": True}], ids=["default", "fast"])
 def test_a_steady_propagation_step_calls_nothing_that_waits_for_the_device(model, clip, path):
     # On a GPU each of these makes the host wait for the step before it: .item(), nonzero, or an
@@ -53,6 +53,7 @@ def test_a_steady_propagation_step_calls_nothing_that_waits_for_the_device(model
     assert found["waiting_operators"] == {}, found["waiting_operators"]
 
 
+@pytest.mark.unit
 def test_the_watch_sees_an_operator_that_waits(model, clip, monkeypatch):
     # the negative control: a memorise step that indexes with a list of classes is listed
     memorize = STM.memorize
@@ -67,6 +68,7 @@ def test_the_watch_sees_an_operator_that_waits(model, clip, monkeypatch):
     assert any(k.startswith("aten.index.Tensor") for k in found["waiting_operators"]), found
 
 
+@pytest.mark.unit
 def test_query_batches_are_the_batch_size_or_one(tmp_path, model, clip, monkeypatch):
     # A batch of another size makes cuDNN search its algorithms again: 11 frames a part, batches
     # of 8 would leave {8, 2, 1}; only 8 and 1 may appear.
@@ -79,6 +81,7 @@ def test_query_batches_are_the_batch_size_or_one(tmp_path, model, clip, monkeypa
     assert sum(sizes) == 2 * 10, "every frame between the keyframes encoded once per part"
 
 
+@pytest.mark.unit
 def test_the_free_gpu_memory_counts_what_torch_caches_unused(monkeypatch):
     gib = 2**30
     cuda = torch.device("cuda", 0)
@@ -97,6 +100,7 @@ def test_the_free_gpu_memory_counts_what_torch_caches_unused(monkeypatch):
     assert device_module.device_free_bytes(CPU) is None
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("path", [{}, {"fast": True}, {"precision": "bf16"}], ids=["default", "fast", "bf16"])
 def test_the_query_bytes_per_pixel_bound_what_encoding_a_frame_takes(model, path):
     options = PropagationOptions(**path)
@@ -109,6 +113,7 @@ def test_the_query_bytes_per_pixel_bound_what_encoding_a_frame_takes(model, path
     assert 100 < per_pixel <= QUERY_BYTES_PER_PIXEL, per_pixel
 
 
+@pytest.mark.unit
 def test_the_tensor_peak_counts_what_is_held_at_once():
     with TensorPeak() as peak:
         a = torch.ones(1000)  # 4000 bytes
@@ -120,6 +125,7 @@ def test_the_tensor_peak_counts_what_is_held_at_once():
     assert peak.bytes == 8000 and peak.held == 0
 
 
+@pytest.mark.unit
 def test_a_writer_waiting_for_a_copy_sleeps(monkeypatch):
     made = []
 
@@ -143,6 +149,7 @@ def test_a_writer_waiting_for_a_copy_sleeps(monkeypatch):
     assert host.numpy().shape == (4, 5, 3) and host._event.waited
 
 
+@pytest.mark.unit
 def test_the_profile_counts_each_kernels_time_once():
     from torch.autograd import DeviceType
 
@@ -152,6 +159,7 @@ def test_the_profile_counts_each_kernels_time_once():
     assert device_kernel_us([operator, kernel, other]) == 6000.0
 
 
+@pytest.mark.e2e
 def test_the_read_heads_reach_the_fused_read_and_agree(tmp_path, model, clip, monkeypatch):
     import model.stm as stm
 

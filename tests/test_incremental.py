@@ -122,7 +122,7 @@ def test_changed_parts_remove_the_stale_fusion(tmp_path, clip):
     assert not result.ensemble_dir.exists() and not result.uncertainty_json.exists()
 
 
-@pytest.mark.unit
+@pytest.mark.e2e
 def test_an_interrupted_arrangement_is_picked_up(tmp_path, clip):
     save = tmp_path / "out"
     propagate(tmp_path, clip, save)

@@ -82,7 +82,7 @@ def encoded_batches(monkeypatch) -> list[int]:
     return batches
 
 
-@pytest.mark.unit
+@pytest.mark.e2e
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_half_precision_runs_on_the_cpu_close_to_fp32(tmp_path, quiet_model, tiny_clip, precision):
     # Slow without native bf16 (about 7 s here for 2 frames), but the same code path as on GPUs.
