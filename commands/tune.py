@@ -33,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     weights.add_argument("--cfg", default=None, help="a yaml whose TRAIN.LOAD_CKPT is the starting checkpoint "
                          "(none: random weights, as a finetuning from scratch starts)")  # fmt: skip
     parser.add_argument("--save", default=None, help="keep the measurement under SAVE/tune/ and reuse it when the "
-                        "machine, device, frame size, checkpoint and flags are the same")  # fmt: skip
+                        "machine, device, frame size, checkpoint, flags and the clip's length in visits are the "
+                        "same")  # fmt: skip
     parser.add_argument("--json", default=None, metavar="OUT", help="also write the choice and every row to OUT")
     parser.add_argument("--visits", type=int, default=3, help="timed segment visits per path (after the warm-up)")
     parser.add_argument("--remeasure", action="store_true", help="measure even when --save holds a measurement")

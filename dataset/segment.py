@@ -24,7 +24,7 @@ from utils.errors import UserError
 
 log = logging.getLogger(__name__)
 
-WORK_EDGE = 320  # GrabCut's working size: the longer edge of the region it sees (0.45 s on a 1080p frame here)
+WORK_EDGE = 320  # GrabCut's working size: the longer edge of the region it sees (its time at 1080p: docs/keyframes.md)
 ITERATIONS = 8  # on the generated clips of bench/bench_box.py, 5 gave a mIoU about 0.01 lower
 
 

@@ -153,7 +153,7 @@ class PropagationOptions:
         """Query frames of ``height`` x ``width`` (the working size) encoded in one batch:
         ``query_batch`` when given; by default 1 on the CPU (no gain there: each frame already
         fills the cores) and on a GPU as many as a tenth of its free memory holds at
-        QUERY_BYTES_PER_PIXEL (at 1088x1920: 4 with 20 GiB free, 8 with 130 GiB free), at most
+        QUERY_BYTES_PER_PIXEL (at 1088x1920: 3 with 20 GiB free, 8 with 130 GiB free), at most
         MAX_QUERY_BATCH; always 1 on the naive path (the published computation) and with
         ``compile`` (its encoders are compiled for one shape: a part's last batch and frames the
         query cache holds would make other sizes, each a new compile)."""

@@ -5,9 +5,10 @@ A run is: load the network, finetune (unless a checkpoint is given or the finetu
 every part (each frame between two keyframes is segmented twice, forward and backward), write each part's
 PNGs, and fuse. The finetuning step and the propagation step are timed here with the run's own code (a
 warm-up, then the median of a few); writing and reading a part PNG are timed on one; the rest is counted
-from the parts plan. Query features shared between the two passes of a segment make a real run's second
-visits cheaper, and a long part's memory makes its late steps dearer: the estimate is of the early,
-unshared step. Starting Python and torch (a second or two) is not counted.
+from the parts plan. A long part's memory makes its late steps dearer: the read is timed again at the
+memory size the run's parts reach on average. Query features shared between the two passes of a segment
+make a real run's second visits cheaper: the estimate is of the unshared step. Starting Python and torch is
+not counted.
 """
 
 from __future__ import annotations

@@ -123,8 +123,7 @@ def _process(clip, name, cfg, cfg_path, job: WorkspaceJob, world: World, device:
         result = tune_clip(clip, weights, job.options, device, job.save)
         keep(job.save, result, name)
         tuned.append(result)
-        log.info("%s: propagating with %s (measured here, %s): about %s for %d visits",
-                 clip.name, " ".join(result.choice) or "the default path", result.summary(),
+        log.info("%s: propagating with %s (measured here): about %s for %d visits", clip.name, result.summary(),
                  duration(result.expected_seconds()), result.clip_visits)  # fmt: skip
         return with_path(job.options, result.choice)
 

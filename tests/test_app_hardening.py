@@ -1,6 +1,6 @@
 """The app on a shared machine: links planted in the folders it is given lead none of its reads or
 writes elsewhere, no local user can hold its threads, malformed input is a 400, the cookie opens this
-app only, and a run that cannot fit on the disk does not start. One finding per test."""
+app only, and a run that cannot fit on the disk does not start."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def precious(tmp_path):
     return path
 
 
-# --- 1. the folder lock ------------------------------------------------------------------------
+# --- the folder lock ------------------------------------------------------------------------------
 
 
 @pytest.mark.unit
@@ -83,7 +83,7 @@ def test_a_lock_file_the_tool_did_not_make_is_never_written(save):
         assert (fresh / LOCK_NAME).read_text() == f"process {os.getpid()}"
 
 
-# --- 2. the job's progress file ----------------------------------------------------------------
+# --- the job's progress file ----------------------------------------------------------------------
 
 
 @pytest.mark.unit
@@ -123,7 +123,7 @@ def test_a_finished_job_leaves_no_progress_file(save, tmp_path):
     assert not list((save / ".app").glob("progress-*"))
 
 
-# --- 3. clips whose real location is outside the workspace --------------------------------------
+# --- clips whose real location is outside the workspace -------------------------------------------
 
 
 @pytest.mark.unit
@@ -142,7 +142,7 @@ def test_a_video_or_a_folder_linked_from_outside_is_no_clip(tmp_path, workspace,
         assert client.get(path).status_code == 404, path
 
 
-# --- 4. writes under .app ------------------------------------------------------------------------
+# --- writes under .app ----------------------------------------------------------------------------
 
 
 @pytest.mark.unit
@@ -171,7 +171,7 @@ def test_settings_and_jobs_refuse_a_linked_app_folder(save, app, tmp_path):
     assert list(outside.rglob("*")) == []
 
 
-# --- 5. the cookie --------------------------------------------------------------------------------
+# --- the cookie -----------------------------------------------------------------------------------
 
 
 @pytest.mark.unit
@@ -196,7 +196,7 @@ def test_a_write_from_another_origin_is_refused(app):
     assert page.post("/api/clips/clip/settings", json=body, headers=ours).status_code == 200
 
 
-# --- 6. idle sockets ----------------------------------------------------------------------------
+# --- idle sockets ---------------------------------------------------------------------------------
 
 
 @pytest.mark.unit
@@ -252,7 +252,7 @@ def test_a_request_trickled_a_byte_at_a_time_is_dropped_at_its_deadline(workspac
         server.server_close()
 
 
-# --- 7. malformed input is a 400 ------------------------------------------------------------------
+# --- malformed input is a 400 ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -306,7 +306,7 @@ def test_one_unreadable_video_leaves_the_clip_list_working(workspace, app):
     assert clips["clip"]["frames"] == 5 and "error" in clips["broken"]
 
 
-# --- 8. a disk too small for the run --------------------------------------------------------------
+# --- a disk too small for the run -----------------------------------------------------------------
 
 
 @pytest.mark.unit

@@ -1,5 +1,6 @@
 """The demo: its wiring on a quick variant (every run of the suite), and its table's claims on the full demo as
-the README's Quick start runs it (3 to 4 minutes; marked slow: `pytest -m slow`, which .ci/run runs too)."""
+the README's Quick start runs it (minutes, README.md says how long; marked slow: `pytest -m slow`, which .ci/run
+runs too)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def demo(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def quick_demo(tmp_path_factory):
-    """The same steps on a small clip with two finetuning steps (about 10 s): the wiring, not the scores."""
+    """The same steps on a small clip with two finetuning steps (seconds): the wiring, not the scores."""
     out = tmp_path_factory.mktemp("quick_demo") / "demo_out"
     run = run_script("demo.py", "--out", out, "--frames", QUICK_FRAMES, "--size", "64x112", "--steps", 2, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]

@@ -9,10 +9,14 @@ import re
 from pathlib import Path
 
 import pytest
-import tomllib
 
 import commands
 from helpers import REPO
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10 (pyproject.toml allows it): the same parser, from PyPI
+    tomllib = pytest.importorskip("tomli")
 
 pytestmark = pytest.mark.unit
 

@@ -76,7 +76,7 @@ def test_the_estimate_of_a_run_is_checked_against_the_run(tmp_path):
     result = tmp_path / "r" / "clip_mem5"
     assert len(list(result.glob("part*/*_tri.png"))) == estimate["part_pngs"]
     # what the estimate says against what the run did: disk by the bytes written, time within a wide factor
-    # (two measurements of the same machine minutes apart; the estimate leaves out shared query work)
+    # (two measurements of the same machine seconds apart; the estimate leaves out shared query work)
     # the finetuning's checkpoints and optimizer states count: they are most of the bytes
     written = result_bytes(result) + result_bytes(tmp_path / "r" / "train_log", "*")
     assert estimate["finetune_bytes"] > result_bytes(result)

@@ -60,7 +60,7 @@ def test_the_gpu_check_dry_run_passes_every_step_and_its_cpu_parts_fit(tmp_path)
         assert table in log, f"a step printed no table ({table})"
 
 
-@pytest.mark.cli
+@pytest.mark.e2e
 def test_the_plan_alone_runs_nothing(tmp_path):
     run = subprocess.run(["bash", str(REPO / "bench" / "gpu_check.sh"), "--plan"], cwd=REPO,
                          env=dict(os.environ, OUT=str(tmp_path)), capture_output=True, text=True,
@@ -69,7 +69,7 @@ def test_the_plan_alone_runs_nothing(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["log.txt"]
 
 
-@pytest.mark.cli
+@pytest.mark.e2e
 def test_the_check_without_cuda_fails_instead_of_running_the_dry_run(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")

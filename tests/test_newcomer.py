@@ -38,7 +38,7 @@ def random_start_app(tmp_path, workspace):
     return create_app(AppConfig(workspace, tmp_path / "results", TOKEN, cfg=cfg))
 
 
-# --- 1. random weights: the page says so and proposes what works -------------------------------
+# --- random weights: the page says so and proposes what works -------------------------------------
 
 
 @pytest.mark.unit
@@ -62,7 +62,7 @@ def test_with_a_checkpoint_there_is_no_random_start_note(tmp_path, workspace, pa
     assert data["start"] == "" and not data["finetuning"] and data["proposed"]["finetune_lr"] == 0
 
 
-# --- 2. a job that finished with warnings says so -----------------------------------------------
+# --- a job that finished with warnings says so ----------------------------------------------------
 
 
 @pytest.mark.e2e
@@ -96,7 +96,7 @@ def test_matting_without_a_sure_foreground_ends_with_one_warning_naming_the_fram
     assert len(warnings) == 1 and "3 of 3 frames: no sure foreground" in warnings[0]
 
 
-# --- 3. the disagreement score on its whole scale ------------------------------------------------
+# --- the disagreement score on its whole scale ----------------------------------------------------
 
 
 @pytest.mark.unit
@@ -110,7 +110,7 @@ def test_a_clip_unsure_everywhere_is_said_to_be_so():
     assert "0 = certain, 1 = no agreement" in unsure.as_json()["measure"]
 
 
-# --- 4. finetuning set from the page ------------------------------------------------------------
+# --- finetuning set from the page -----------------------------------------------------------------
 
 
 @pytest.mark.unit
@@ -149,7 +149,7 @@ def test_on_a_cpu_finetuning_is_proposed_in_minutes_not_hours():
     assert "the nearest size measured" in notes["max_internal_size"], "576 lines is neither 720p nor 1080p"
 
 
-# --- 5. an estimate never describes another run --------------------------------------------------
+# --- an estimate never describes another run ------------------------------------------------------
 
 
 @pytest.mark.unit
@@ -178,7 +178,7 @@ def test_the_estimate_is_keyed_on_everything_the_run_reads(tmp_path, workspace, 
     assert len({first, after_config, after_keyframe}) == 3
 
 
-# --- 7. a small subject keeps its core ------------------------------------------------------------
+# --- a small subject keeps its core ---------------------------------------------------------------
 
 
 @pytest.mark.unit
@@ -193,7 +193,7 @@ def test_a_band_that_swallows_a_small_subject_is_warned_of(workspace, parity_wei
     assert view.trimap_warning(encode_png(labels)) is None
 
 
-# --- 8. a range of a video, and its rate -----------------------------------------------------------
+# --- a range of a video, and its rate -------------------------------------------------------------
 
 
 @pytest.mark.unit
@@ -233,7 +233,7 @@ def test_a_range_of_a_video_is_a_clip_of_those_frames_only(tmp_path):
         scan_clip(video, frames="8-3")
 
 
-# --- 9. smaller ----------------------------------------------------------------------------------------
+# --- smaller --------------------------------------------------------------------------------------
 
 
 @pytest.mark.unit

@@ -85,7 +85,7 @@ def encoded_batches(monkeypatch) -> list[int]:
 @pytest.mark.e2e
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_half_precision_runs_on_the_cpu_close_to_fp32(tmp_path, quiet_model, tiny_clip, precision):
-    # Slow without native bf16 (about 7 s here for 2 frames), but the same code path as on GPUs.
+    # Slow without native bf16 (seconds for 2 frames on a CPU without it), but the same code path as on GPUs.
     reference = decode(propagate(quiet_model, tiny_clip, tmp_path / "fp32"))
     half = decode(propagate(quiet_model, tiny_clip, tmp_path / precision, precision=precision))
     agree, worst = agreement(half, reference)
@@ -218,7 +218,7 @@ def test_folding_batch_norms_keeps_the_function(quiet_model):
 
 @pytest.mark.e2e  # inductor compiles in worker processes
 def test_compiled_fast_path_agrees_with_the_eager_one(tmp_path, quiet_model, tiny_clip):
-    # compiles the encoders and the decoder for this size (about 20 s here)
+    # compiles the encoders and the decoder for this size (docs/development.md lists the slowest tests' times)
     eager = decode(propagate(quiet_model, tiny_clip, tmp_path / "eager", fast=True))
     compiled = decode(propagate(quiet_model, tiny_clip, tmp_path / "compiled", fast=True, compile=True))
     agree, worst = agreement(compiled, eager)

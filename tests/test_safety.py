@@ -1,4 +1,4 @@
-"""The app's and the tools' safety, one finding each: the app's token, Host and XSRF checks, inputs never rewritten,
+"""The app's and the tools' safety: the app's token, Host and XSRF checks, inputs never rewritten,
 results that describe their own inputs, locks, durable writes, and no 500s."""
 
 from __future__ import annotations

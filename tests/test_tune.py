@@ -1,6 +1,6 @@
 """``tgm.py tune``: the fastest path whose labels keep 99.9% of fp32's, measured on the clip's own frames;
 a slow or a disagreeing candidate is not chosen; a measurement is kept per machine, device, frame size,
-checkpoint and flags; the workspace and the app use it."""
+checkpoint, flags and the clip's visits; the workspace and the app use it."""
 
 from __future__ import annotations
 
