@@ -156,9 +156,11 @@ def main() -> None:
         if summary.get("path"):
             print("the run's path, measured after its finetuning:", summary["path"])
         result = results_of(save, "walk")[0].path
-        disk = sum(p.stat().st_size for p in result.rglob("*") if p.is_file() and "matte" not in p.parts)
+        written = [*result.rglob("*"), *(save / "train_log" / "walk").rglob("*")]  # the estimate counts both
+        disk = sum(p.stat().st_size for p in written if p.is_file() and "matte" not in p.parts)
         print(f"propagate job: {propagate_s:.0f} s wall (finetune {summary['finetune_s']:.0f} s, propagate "
-              f"{summary['propagate_s']:.0f} s), result folder {disk / 2**20:.0f} MiB; measured / estimated: "
+              f"{summary['propagate_s']:.0f} s), {disk / 2**20:.0f} MiB written (results and finetuning); measured / "
+              "estimated: "
               f"{propagate_s / estimate['seconds']:.2f} (whole job), "
               f"{summary['propagate_s'] / estimate['propagate_seconds']:.2f} (propagation), "
               f"{summary['finetune_s'] / max(estimate['finetune_seconds'], 1e-9):.2f} (finetuning), "
