@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> None:
     with contextlib.ExitStack() as held:  # the result folder too: a propagation must not clear ensemble/ now
         if args.result:
             held.enter_context(ResultFolder(args.result).lock())
-        held.enter_context(FolderLock(out, "matting (--out)"))
+        held.enter_context(FolderLock(out, "matting (--out)", named_here=args.out is None))  # <result>/matte
         report = matte_clip(frames, settings, args.workers, args.overwrite)
     for stem, why in sorted(report.notes.items()):
         log.info("frame %s: %s (the trimap allows no other answer)", stem, why)

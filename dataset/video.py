@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from utils.errors import UserError
-from utils.io import atomic_write_png, atomic_write_text, file_digest_once
+from utils.io import atomic_write_png, atomic_write_text, file_digest_once, read_regular
 from utils.logs import progress
 
 log = logging.getLogger(__name__)
@@ -100,17 +100,26 @@ class VideoInfo:
         return file_digest_once(self.path)
 
 
+# The containers read, by FFmpeg's demuxer names: a file is probed by its content, and some formats
+# FFmpeg knows (concat lists, playlists, image sequences) would open other files than the one given.
+VIDEO_DEMUXERS = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi"
+
+
 def _open_container(path: Path):
     av = _av()
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"{path} does not exist; give the path of a video file or a folder of frames")
+    if not path.is_file():
+        raise UserError(f"{path} is not a regular file (a folder, a FIFO or a device); give a video file")
     if path.stat().st_size == 0:
         raise UserError(f"{path} is empty (0 bytes): a copy or download that did not finish? Copy the video again.")
     try:
-        container = av.open(str(path))
+        container = av.open(str(path), container_options={"format_whitelist": VIDEO_DEMUXERS,
+                                                          "protocol_whitelist": "file"})  # fmt: skip
     except (av.FFmpegError, UnicodeDecodeError) as exc:
         raise UserError(
-            f"{path} is not a video that can be read: {_ffmpeg_reason(exc)}. Is it a video file at all, and "
+            f"{path} is not a video that can be read (MP4/MOV, Matroska/WebM or AVI): {_ffmpeg_reason(exc)}. "
+            "Is it a video file at all, and "
             "complete? A copy or download cut short loses the index an .mp4 or .mov keeps at its end: copy it "
             "again, or check that it plays in a video player; a file that plays can be re-encoded "
             "(ffmpeg -i IN -c:v libx264 -crf 17 OUT.mp4) and used instead."
@@ -451,9 +460,9 @@ SOURCE_RECORD = "source.json"  # beside extracted frames: the video, its frame r
 
 def source_fps(folder: Path) -> float | None:
     """The frame rate of the video a clip folder was extracted from (its ``source.json``), or None."""
-    try:
-        fps = float(json.loads((Path(folder) / SOURCE_RECORD).read_text())["fps"])
-    except (OSError, ValueError, KeyError, TypeError):
+    try:  # a small regular file: never through a link, never waiting on a FIFO
+        fps = float(json.loads(read_regular(Path(folder) / SOURCE_RECORD, SOURCE_RECORD, 1 << 16))["fps"])
+    except (OSError, UserError, ValueError, KeyError, TypeError, RecursionError):
         return None
     return fps if fps > 0 else None
 

@@ -74,7 +74,7 @@ class ResultFolder:
 
     def lock(self) -> FolderLock:
         """Held by whoever writes this folder (propagation, fusing, matting): a second writer is refused."""
-        return FolderLock(self.path, "run (--save)")
+        return FolderLock(self.path, "run (--save)", named_here=True)
 
     @property
     def name(self) -> str:

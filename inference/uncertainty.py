@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from inference.layout import Conf, ResultFolder
-from utils.io import atomic_write_png, atomic_write_text
+from utils.io import atomic_write_png, atomic_write_text, read_regular
 
 SUGGESTIONS = 5
 UNIFORM_SPREAD = 0.1  # scores within this share of their mean everywhere: no frame stands out
@@ -156,8 +156,12 @@ def write_uncertainty(result: ResultFolder, uncertainty: Uncertainty) -> None:
     atomic_write_png(result.uncertainty_png, plot(uncertainty))
 
 
-def read_uncertainty(result: ResultFolder) -> dict:
-    return json.loads(result.uncertainty_json.read_text())
+def read_uncertainty(result: ResultFolder, limit: int | None = None) -> dict:
+    """The scores a run wrote; with ``limit``, only a regular file of at most that many bytes is read
+    (never through a link or from a FIFO: the app reads it on every poll)."""
+    if limit is None:
+        return json.loads(result.uncertainty_json.read_text())
+    return json.loads(read_regular(result.uncertainty_json, "uncertainty.json", limit))
 
 
 # --- the picture ----------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from pipeline.finetuning import plan_finetuning, write_record
 from pipeline.tune import TuneResult, keep, tune_clip, with_path
 from utils.distributed import World
 from utils.errors import UserError
-from utils.io import atomic_write_text, ensure_writable_dir
+from utils.io import atomic_write_text, private_subfolder
 from utils.logs import duration
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,8 @@ def process_clip(clip_dir: Path, job: WorkspaceJob, world: World, device: torch.
     and fuse one clip, redoing only what changed since the last run. Scored when the job has
     ground truth; the suggested frames to annotate next are read back from the result."""
     name, cfg, cfg_path = clip_config(clip_dir, job)
-    ensure_writable_dir(cfg_path.parent, "--save")
+    private_subfolder(job.save, "configs")  # named here: a link planted there must not lead the write elsewhere
+    private_subfolder(job.save, "train_log")
     atomic_write_text(cfg_path, cfg.dump())
     clip = open_clip(cfg)
     try:

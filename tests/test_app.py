@@ -96,10 +96,10 @@ def test_every_request_needs_the_token(app):
         assert response.status_code == 403 and "token" in response.get_json()["error"], path
     assert anonymous.get("/api/clips", headers={"X-Token": "wrong"}).status_code == 403
     assert anonymous.get("/api/clips", headers={"X-Token": TOKEN}).status_code == 200
-    first = anonymous.get(f"/?token={TOKEN}")  # the printed address: sets the cookie, drops the token
-    assert first.status_code == 302 and "trimap_session_8765=" in first.headers["Set-Cookie"]
+    first = anonymous.get(f"/?token={TOKEN}")  # the printed address: the page with its key, and the cookie
+    assert first.status_code == 200 and "trimap_session_8765=" in first.headers["Set-Cookie"]
     assert "HttpOnly" in first.headers["Set-Cookie"] and "SameSite=Strict" in first.headers["Set-Cookie"]
-    assert anonymous.get("/").status_code == 200  # the cookie now carries the token
+    assert anonymous.get("/").status_code == 200  # a reload: the cookie fetches the page (its tab keeps the key)
 
 
 @pytest.mark.unit

@@ -10,6 +10,7 @@ import os
 import socket
 import threading
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -180,8 +181,26 @@ def test_the_cookie_holds_a_session_id_accepted_only_as_the_cookie(app):
     issued = stranger(app).get(f"/?token={TOKEN}").headers["Set-Cookie"]
     assert guard.session in issued and TOKEN not in issued, "the token itself never sits in a cookie"
     assert stranger(app).get("/api/clips", headers={"X-Token": guard.session}).status_code == 403
-    assert Client(app, cookie=TOKEN).get("/api/clips").status_code == 403, "the token is no session id"
-    assert Client(app, cookie=guard.session).get("/api/clips").status_code == 200
+    assert Client(app, cookie=TOKEN).get("/api/clips/clip/frame/00000").status_code == 403, "the token is no session"
+    assert Client(app, cookie=guard.session).get("/api/clips/clip/frame/00000").status_code == 200
+
+
+@pytest.mark.unit
+def test_the_cookie_alone_fetches_pictures_and_never_the_pages_key_data_or_a_change(app):
+    # A browser sends the cookie to every port of 127.0.0.1: a program listening on another port
+    # may see it. With it alone: pictures, and the page without its key; no data, no job, no change.
+    guard = app.extensions["trimap_guard"]
+    cookie = Client(app, cookie=guard.session)
+    assert cookie.get("/api/clips/clip/thumb/00000").status_code == 200
+    page = cookie.get("/")
+    assert page.status_code == 200 and guard.xsrf not in page.get_data(as_text=True), "a reload holds no key"
+    for path in ("/api/clips", "/api/clips/clip", "/api/job", "/api/clips/clip/settings"):
+        assert cookie.get(path).status_code == 403, path
+    ours = {"Origin": "http://127.0.0.1:8765", "Sec-Fetch-Site": "same-origin"}
+    assert cookie.post("/api/clips/clip/settings", json={"fast": True}, headers=ours).status_code == 403
+    # the printed address gives the page its key, once; the page's requests carry it
+    assert guard.xsrf in stranger(app).get(f"/?token={TOKEN}").get_data(as_text=True)
+    assert stranger(app).get("/api/clips", headers={"X-XSRF-Token": guard.xsrf}).status_code == 200
 
 
 @pytest.mark.unit
@@ -194,6 +213,86 @@ def test_a_write_from_another_origin_is_refused(app):
     assert page.post("/api/clips/clip/settings", json=body, headers={"Sec-Fetch-Site": "cross-site"}).status_code == 403
     ours = {"Origin": "http://127.0.0.1:8765", "Sec-Fetch-Site": "same-origin"}
     assert page.post("/api/clips/clip/settings", json=body, headers=ours).status_code == 200
+
+
+# --- links the jobs would follow, files read on every poll --------------------------------------
+
+
+@pytest.mark.unit
+def test_a_keyframe_saved_over_a_link_copies_nothing_from_where_it_leads(app, workspace, precious):
+    trimap = workspace / "clip" / "00001_trimap.png"
+    trimap.symlink_to(precious)
+    saved = as_page(app).put("/api/clips/clip/keyframe/00001", data=encode_png(np.full((40, 56), 128, np.uint8)),
+                             content_type="image/png")  # fmt: skip
+    assert saved.status_code == 409 and "link" in saved.get_json()["error"]
+    assert not list(workspace.glob("clip/*.orig.png")), "no copy of the file the link leads to"
+    assert trimap.is_symlink() and precious.read_text() == "a week of work\n"
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("planted", ["result", "configs", "train_log", "frame"])
+def test_a_job_does_not_start_through_a_link_planted_where_it_writes_or_reads(app, workspace, save, tmp_path,
+                                                                              planted):  # fmt: skip
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("mine")
+    if planted == "frame":  # a frame of the clip that is someone's picture elsewhere
+        (outside / "photo.png").write_bytes((workspace / "clip" / "00002_rgb.png").read_bytes())
+        (workspace / "clip" / "00002_rgb.png").unlink()
+        (workspace / "clip" / "00002_rgb.png").symlink_to(outside / "photo.png")
+    else:
+        name = {"result": "clip_mem5", "configs": "configs", "train_log": "train_log"}[planted]
+        (save / name).symlink_to(outside)
+    started = as_page(app).post("/api/job", json={"clip": "clip", "kind": "propagate"})
+    assert started.status_code == 409 and "link" in started.get_json()["error"], started.get_json()
+    assert sorted(p.name for p in outside.iterdir()) == sorted(["keep.txt"] + (["photo.png"] * (planted == "frame")))
+
+
+@pytest.mark.unit
+def test_a_result_folder_named_by_the_tool_is_never_a_link(tmp_path):
+    from inference.layout import ResultFolder
+
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "clip_mem5").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(UserError, match="is a link"), ResultFolder(tmp_path / "clip_mem5").lock():
+        pass
+    assert list((tmp_path / "elsewhere").iterdir()) == [], "not even its lock file"
+    with FolderLock(tmp_path / "clip_mem5", "matting (--out)"):  # a folder the user named: theirs to link
+        pass
+
+
+@pytest.mark.unit
+def test_the_apps_own_folder_is_refused_when_anyone_may_write_in_it(save, app):
+    (save / ".app").mkdir()
+    os.chmod(save / ".app", 0o777)  # prepared by someone else: its estimates and settings could be forged
+    saved = as_page(app).post("/api/clips/clip/settings", json={"fast": True})
+    assert saved.status_code == 409 and "anyone may write" in saved.get_json()["error"]
+
+
+@pytest.mark.unit
+def test_files_read_on_every_poll_are_never_waited_on(app, save, workspace, tmp_path):
+    from dataset.video import source_fps
+
+    result = save / "clip_mem5"
+    result.mkdir()
+    os.mkfifo(result / "uncertainty.json")  # a FIFO: an open for reading would wait for a writer
+    os.mkfifo(workspace / "clip" / "source.json")
+    started = time.monotonic()
+    assert as_page(app).get("/api/clips/clip").status_code == 200
+    assert source_fps(workspace / "clip") is None
+    assert time.monotonic() - started < 2
+
+
+@pytest.mark.unit
+def test_a_frame_too_large_to_show_is_refused_before_it_is_decoded(app, workspace):
+    # a PNG header claiming 30000 x 30000 pixels (900 megapixels; a few kilobytes of zeros would
+    # decode to gigabytes)
+    frame = workspace / "clip" / "00001_rgb.png"
+    data = frame.read_bytes()
+    ihdr = b"IHDR" + (30000).to_bytes(4, "big") * 2 + data[24:29]  # a valid chunk: its CRC matches
+    frame.write_bytes(data[:12] + ihdr + zlib.crc32(ihdr).to_bytes(4, "big") + data[33:])
+    response = as_page(app).get("/api/clips/clip/thumb/00001")
+    assert response.status_code == 422 and "megapixels" in response.get_json()["error"]
 
 
 # --- idle sockets ---------------------------------------------------------------------------------
@@ -246,6 +345,36 @@ def test_a_request_trickled_a_byte_at_a_time_is_dropped_at_its_deadline(workspac
             if closed:
                 break
         assert closed and time.monotonic() - started < 4, "dropped at the deadline, not at every byte's read timeout"
+        connection.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.unit
+def test_bytes_trickled_after_a_request_do_not_hold_its_connection(workspace, save, parity_weights, monkeypatch):
+    monkeypatch.setattr(server_module.QuietTokenHandler, "timeout", 5)
+    server, _ = make_app_server(AppConfig(workspace, save, TOKEN, load=parity_weights, port=0))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        connection = socket.create_connection(("127.0.0.1", server.server_port), timeout=5)
+        connection.sendall(b"GET /api/clips HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % server.server_port)
+        started, answer, closed = time.monotonic(), b"", None
+        while time.monotonic() - started < 4:  # a byte every 3 ms: werkzeug drains while bytes keep coming
+            try:
+                connection.sendall(b"x")
+                time.sleep(0.003)
+                chunk = connection.recv(65536, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                continue
+            except OSError:  # reset: closed
+                chunk = b""
+            if chunk == b"":
+                closed = time.monotonic() - started
+                break
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 403"), answer[:40]
+        assert closed is not None and closed < 1, f"closed after its answer, not {closed} s later"
         connection.close()
     finally:
         server.shutdown()

@@ -120,7 +120,7 @@ def test_a_clip_with_shared_timestamps_gets_a_trimap_for_every_frame(tmp_path, p
     ("content", "words"),
     [
         (b"", "is empty (0 bytes)"),
-        (b"this is a text file, not a video\n" * 20, "is not a video that can be read: invalid data"),
+        (b"this is a text file, not a video\n" * 20, "is not a video that can be read (MP4/MOV, Matroska/WebM or AVI)"),
     ],
     ids=["empty", "text"],
 )
@@ -212,3 +212,17 @@ def test_an_audio_track_and_a_variable_frame_rate_leave_every_frame(tmp_path):
         assert np.array_equal(reader.read_rgb(index), frames[index]), index
     reader.close()
     assert open_clip_frames(video).stems == [f"{i:05d}" for i in range(9)]
+
+
+@pytest.mark.unit
+def test_a_list_of_other_files_named_like_a_video_is_not_read(tmp_path):
+    # FFmpeg opens a file by its content: a concat list named .mp4 would read the videos it names,
+    # wherever they are (outside the app's workspace, say)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    write_video(elsewhere / "private.mp4", [np.zeros((16, 16, 3), np.uint8)] * 2, 10)
+    listed = tmp_path / "ws" / "holiday.mp4"
+    listed.parent.mkdir()
+    listed.write_text(f"ffconcat version 1.0\nfile {elsewhere / 'private.mp4'}\n")
+    with pytest.raises(UserError, match=r"holiday\.mp4 is not a video that can be read \(MP4/MOV"):
+        probe_video(listed)

@@ -72,7 +72,8 @@ def finetune(cfg: CfgNode, cfg_path: Path, clip: Clip, device: torch.device, wor
         error = None
         if world.is_main:  # rank 0 writes the run folder: it holds its lock; every rank hears if it cannot
             try:
-                held.enter_context(FolderLock(run_dir.path, "finetuning (SYSTEM.OUTDIR / SYSTEM.EXP_SUFFIX)"))
+                what = "finetuning (SYSTEM.OUTDIR / SYSTEM.EXP_SUFFIX)"
+                held.enter_context(FolderLock(run_dir.path, what, named_here=True))
                 atomic_write_text(run_dir.config_yaml, cfg.dump(), durable=True)
                 held.enter_context(log_file(run_dir.train_log))
             except Exception as exc:

@@ -50,7 +50,19 @@ def to_grey(image: np.ndarray) -> np.ndarray:
 
 def read_rgb(path: Path) -> np.ndarray:
     """A picture as H x W x 3 uint8 in RGB order: grey expanded, alpha dropped, 16 bits rounded."""
-    image = read_image(path)
+    return as_rgb(read_image(path), path)
+
+
+def decode_rgb(data: bytes, where: str) -> np.ndarray:
+    """:func:`read_rgb` of a file's bytes (read already, as the caller checked them)."""
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    if image is None:
+        raise UserError(f"{where} is not a readable image; re-export it as PNG")
+    return as_rgb(image, where)
+
+
+def as_rgb(image: np.ndarray, path: Path | str) -> np.ndarray:
+    """A decoded image (cv2's channel order) as H x W x 3 uint8 RGB."""
     if image.dtype not in (np.uint8, np.uint16):
         raise UserError(f"{path} has pixel type {image.dtype}; frames must be 8-bit (or 16-bit) PNGs")
     image = to_8bit(image)

@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -244,8 +244,8 @@ class FolderLock:
     written or truncated. Use as a context manager.
     """
 
-    def __init__(self, folder: Path, what: str) -> None:
-        self.folder, self.what = Path(folder), what
+    def __init__(self, folder: Path, what: str, named_here: bool = False) -> None:
+        self.folder, self.what, self.named_here = Path(folder), what, named_here
         self._key = self.folder.resolve()
 
     def __enter__(self) -> FolderLock:
@@ -253,6 +253,11 @@ class FolderLock:
         if held is not None:
             held[1] += 1
             return self
+        if self.named_here and self.folder.is_symlink():  # planted where this tool names its own folder
+            raise UserError(
+                f"{self.folder} is a link (to {os.readlink(self.folder)}): this tool names that folder and writes, "
+                f"replaces and removes files in it ({self.what}); remove the link, or move the real folder there"
+            )
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / LOCK_NAME
         fd, created = _open_lock_file(path, self.what)
@@ -347,9 +352,44 @@ def private_subfolder(root: Path, *names: str) -> Path:
             raise UserError(f"{folder} cannot be made ({exc.strerror}); use a folder you can write to") from exc
         if folder.is_symlink() or not folder.is_dir():
             raise UserError(f"{folder} is a link or not a folder; this tool keeps its own files there: remove it")
+        info = folder.stat()
+        if info.st_uid != os.geteuid() or info.st_mode & stat.S_IWOTH:
+            raise UserError(
+                f"{folder} belongs to another user or anyone may write in it; this tool keeps its own files "
+                "there: remove it (it is made again, yours alone)"
+            )
     if base not in folder.resolve().parents:
         raise UserError(f"{folder} leads outside {root}; remove the link that makes it do so")
     return folder
+
+
+class NotARegularFileError(UserError):
+    """A path that was to be read as a file is a link, a FIFO, a device or a folder, or is too large."""
+
+
+def open_regular(path: Path, what: str, limit: int | None = None) -> BinaryIO:
+    """``path`` opened for reading, never through a link in its last component and never waiting on
+    a FIFO: only a regular file of at most ``limit`` bytes is opened (NotARegularFileError otherwise,
+    naming ``what``; OSError when it is missing or unreadable). Read from the descriptor, what was
+    checked is what is read, whatever the name points at a moment later."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotARegularFileError(f"{what} ({path}) is not a regular file; remove it or put the file itself there")
+        if limit is not None and info.st_size > limit:
+            raise NotARegularFileError(f"{what} ({path}) is {info.st_size} bytes, more than the {limit} this reads")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path: Path, what: str, limit: int) -> bytes:
+    """The bytes of ``path`` as :func:`open_regular` allows: a regular file, not a link, at most ``limit``."""
+    with open_regular(path, what, limit) as handle:
+        return handle.read(limit + 1)[:limit]
 
 
 def file_digest(path: Path) -> str:

@@ -3,21 +3,25 @@
 Security, as Jupyter does it:
 
 - **Token.** ``tgm.py app`` prints ``http://127.0.0.1:PORT/?token=...``. Only the page route reads
-  the token from the address; when it matches (compared as bytes, in constant time) the answer
-  sets an HttpOnly, SameSite=Strict cookie ``trimap_session_<port>`` holding a random session id of
-  this run and redirects to ``/``, so the token leaves the address bar. A wrong token gets a 403
-  and no cookie. Every other request needs the session cookie, or the token in an ``X-Token``
-  header (scripts); the session id is accepted only as the cookie, so the cookie a browser sends
-  to every port of 127.0.0.1 is never the token, and as a header it opens nothing. (A program
-  that reads the browser's cookies can still act as the page: that is the browser's trust, as for
-  any local web app.)
+  the token from the address; when it matches (compared as bytes, in constant time) that answer,
+  and only that one, holds the page's per-run key (``X-XSRF-Token``), which the page keeps for its
+  tab and sends with every request (it drops the token from the address bar), and sets an
+  HttpOnly, SameSite=Strict cookie ``trimap_session_<port>`` holding a random session id. A wrong
+  token gets a 403, no key and no cookie. Every request needs the page's key or the token in an
+  ``X-Token`` header (scripts), except what the cookie alone fetches (``COOKIE_ROUTES``: the page
+  without its key, its static files, and pictures and files of clips, which the browser's image
+  and download requests ask for without headers). A browser sends the cookie to every port of
+  127.0.0.1, so a program listening on another port may see it: it opens no data, no job and no
+  change, and the session id is never the token. (Whoever reads the browser's storage can still
+  act as the page: that is the browser's trust, as for any local web app.)
 - **Host allow-list** against DNS rebinding: ``127.0.0.1:PORT``, ``localhost:PORT``,
   ``[::1]:PORT`` and the address given with ``--host``; any other Host header is refused.
-- **State changes** (POST, PUT, DELETE) need a header the browser never adds by itself: the
-  page's per-run ``X-XSRF-Token`` (written into the page it serves) or the ``X-Token``; and a
-  browser's ``Origin`` must be the app's own and its ``Sec-Fetch-Site``, when sent, same-origin.
+- **State changes** (POST, PUT, DELETE) need a header the browser never adds by itself (the page's
+  key or the token, as every data request does), and a browser's ``Origin`` must be the app's own
+  and its ``Sec-Fetch-Site``, when sent, same-origin.
 - **Connections**: a connection that sends nothing for ``READ_TIMEOUT`` seconds is closed, a
-  request whose headers take more than ``HEADER_DEADLINE`` seconds in all is dropped, and at most
+  request whose headers take more than ``HEADER_DEADLINE`` seconds in all is dropped, its reading
+  side is shut once its answer is sent (nothing trickled after a request keeps it), and at most
   ``MAX_CONNECTIONS`` are served at once (more are closed at once): a local user holding
   connections open costs the page at most that many slots, each for seconds.
 - **Bodies**: JSON is parsed with a bound on nesting and without NaN or Infinity; bad input is a 400.
@@ -45,7 +49,7 @@ import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from flask import Flask, Response, abort, jsonify, redirect, request, send_file
+from flask import Flask, Response, abort, jsonify, request, send_file
 from werkzeug.exceptions import HTTPException
 from werkzeug.serving import BaseWSGIServer, ThreadedWSGIServer, WSGIRequestHandler
 
@@ -56,7 +60,7 @@ from inference.layout import ResultFolder, results_of
 from matting.sequence import FG_SUFFIX
 from utils.errors import UserError
 from utils.exr import COMPRESSIONS as EXR_COMPRESSIONS
-from utils.io import private_subfolder
+from utils.io import NotARegularFileError, open_regular, private_subfolder
 from webapp.jobs import APP_DIR, JobRunner
 from webapp.settings import (
     ESTIMATES_DIR,
@@ -90,17 +94,25 @@ READ_TIMEOUT = 30  # seconds a connection may stay silent (a request half sent, 
 HEADER_DEADLINE = 20  # seconds a request's line and headers may take to arrive in all
 MAX_CONNECTIONS = 64  # served at once: the page needs a handful (frames, thumbnails, the job poll)
 MAX_JSON_DEPTH = 20
+# What the session cookie alone may fetch (the browser's <img>, <video> and download links): the page
+# without its key, its static files and pictures and files of clips; never the JSON API, never a change.
+COOKIE_ROUTES = re.compile(
+    r"/|/static/[^/]+|/api/clips/[^/]+/(frame|keyframe|thumb|display|result|matte)/[^/]+"
+    r"|/api/clips/[^/]+/(uncertainty\.png|foreground\.mov|exr\.zip)"
+)
 
 
-def machine_names() -> set[str]:
-    """This machine's host name, its fully qualified name and the addresses they resolve to."""
+@functools.cache
+def machine_names() -> frozenset[str]:
+    """This machine's host name, its fully qualified name and the addresses they resolve to (looked
+    up once: a slow name server must not slow every request)."""
     names = {socket.gethostname(), socket.getfqdn()}
     for name in list(names):
         try:
             names |= set(socket.gethostbyname_ex(name)[2])
         except OSError:
             pass
-    return {n for n in names if n}
+    return frozenset(n for n in names if n)
 
 
 @dataclass(frozen=True)
@@ -249,12 +261,16 @@ def create_app(config: AppConfig) -> Flask:
             )
         if request.path == "/" and "token" in request.args:
             return None  # the page route checks the token itself
-        by_token = guard.matches(request.headers.get("X-Token"))
-        if not (by_token or guard.matches(request.cookies.get(guard.cookie), guard.session)):
+        by_header = guard.matches(request.headers.get("X-Token")) or guard.matches(
+            request.headers.get("X-XSRF-Token"), guard.xsrf
+        )
+        by_cookie = guard.matches(request.cookies.get(guard.cookie), guard.session)
+        if not (by_header or by_cookie):
             abort(403, "this page needs the token printed by tgm.py app: open the URL it printed (…/?token=…)")
+        if not by_header and not (request.method in ("GET", "HEAD") and COOKIE_ROUTES.fullmatch(request.path)):
+            abort(403, "the cookie fetches pictures only: data and changes need the page's X-XSRF-Token header (or "
+                       "X-Token); open the URL tgm.py app printed")  # fmt: skip
         if request.method not in SAFE_METHODS:
-            if not (by_token or guard.matches(request.headers.get("X-XSRF-Token"), guard.xsrf)):
-                abort(403, "a change needs the page's X-XSRF-Token header (or X-Token); reload the page")
             origin, site = request.headers.get("Origin"), request.headers.get("Sec-Fetch-Site")
             if (origin is not None and not guard.origin_allowed(origin)) or site not in (None, "same-origin", "none"):
                 abort(403, "a change must come from the app's own page (Origin / Sec-Fetch-Site say otherwise)")
@@ -295,8 +311,25 @@ def create_app(config: AppConfig) -> Flask:
         log.exception("request %s %s failed", request.method, request.path)
         return jsonify(error=f"the server failed on this request ({type(exc).__name__}); see its log"), 500
 
+    def served(path: Path, mimetype: str, **kwargs) -> Response:
+        """A file the view found inside its folders, sent from a descriptor opened as a regular file
+        (never a link or a FIFO swapped in after the view looked)."""
+        try:
+            handle = open_regular(path, path.name)
+        except NotARegularFileError as exc:
+            abort(404, str(exc))
+        except PermissionError:
+            abort(403, f"{path.name} cannot be read (permission denied); make it readable")
+        except OSError:
+            abort(404, f"{path.name} was removed while it was being sent; reload")
+        return send_file(handle, mimetype=mimetype, **kwargs)
+
     def png(path: Path) -> Response:
-        return send_file(path, mimetype="image/png")
+        return served(path, "image/png")
+
+    def download_name(name: str, suffix: str) -> str:
+        """A clip's name as a download's file name: letters, digits, '.', '-' and '_' kept."""
+        return re.sub(r"[^\w.-]", "_", name, flags=re.ASCII) + suffix
 
     # --- the page -------------------------------------------------------------------------------
 
@@ -305,10 +338,14 @@ def create_app(config: AppConfig) -> Flask:
         if "token" in request.args:
             if not guard.matches(request.args.get("token")):
                 abort(403, "wrong token: open the URL tgm.py app printed")
-            response = redirect("/")  # the cookie is set; drop the token from the address bar
+            # the page key goes into this answer only (the page drops the token from the address bar
+            # and keeps the key for its tab); the cookie, sent by the browser to every port of this
+            # machine, fetches pictures only
+            page = (STATIC / "index.html").read_text().replace(XSRF_PLACEHOLDER, guard.xsrf)
+            response = Response(page, mimetype="text/html")
             response.set_cookie(guard.cookie, guard.session, httponly=True, samesite="Strict", path="/")
             return response
-        page = (STATIC / "index.html").read_text().replace(XSRF_PLACEHOLDER, guard.xsrf)
+        page = (STATIC / "index.html").read_text().replace(XSRF_PLACEHOLDER, "")  # a reload: the tab has its key
         return Response(page, mimetype="text/html")
 
     @app.get("/static/<name>")
@@ -377,7 +414,7 @@ def create_app(config: AppConfig) -> Flask:
 
     @app.get("/api/clips/<name>/thumb/<stem>")
     def thumbnail(name: str, stem: str):
-        return send_file(view.thumbnail_file(name, stem), mimetype="image/jpeg", max_age=3600)
+        return served(view.thumbnail_file(name, stem), "image/jpeg", max_age=3600)
 
     @app.get("/api/clips/<name>/display/<stem>")
     def display(name: str, stem: str):
@@ -385,7 +422,7 @@ def create_app(config: AppConfig) -> Flask:
             quality = int(request.args.get("quality", 85))
         except ValueError:
             abort(400, "quality must be a whole number")
-        return send_file(view.display_file(name, stem, quality), mimetype="image/jpeg")
+        return served(view.display_file(name, stem, quality), "image/jpeg")
 
     @app.get("/api/clips/<name>/result/<stem>")
     def result_trimap(name: str, stem: str):
@@ -397,8 +434,8 @@ def create_app(config: AppConfig) -> Flask:
 
     @app.get("/api/clips/<name>/foreground.mov")
     def foreground_video(name: str):
-        return send_file(view.video_file(name), mimetype="video/quicktime", as_attachment=True,
-                         download_name=f"{name}_foreground.mov")  # fmt: skip
+        return served(view.video_file(name), "video/quicktime", as_attachment=True,
+                      download_name=download_name(name, "_foreground.mov"))  # fmt: skip
 
     @app.get("/api/clips/<name>/exr.zip")
     def exr_archive(name: str):
@@ -407,9 +444,14 @@ def create_app(config: AppConfig) -> Flask:
         spool = tempfile.SpooledTemporaryFile(max_size=64 << 20)  # noqa: SIM115 (send_file closes it once sent)
         with zipfile.ZipFile(spool, "w", zipfile.ZIP_STORED) as archive:
             for arcname, path in files:
-                archive.write(path, f"{name}_exr/{arcname}")
+                try:
+                    with open_regular(path, arcname) as source, archive.open(f"{name}_exr/{arcname}", "w") as into:
+                        shutil.copyfileobj(source, into, 1 << 20)
+                except (NotARegularFileError, OSError):
+                    abort(404, f"{arcname} changed while the archive was made; run matting with EXR again")
         spool.seek(0)
-        return send_file(spool, mimetype="application/zip", as_attachment=True, download_name=f"{name}_exr.zip")
+        return send_file(spool, mimetype="application/zip", as_attachment=True,
+                         download_name=download_name(name, "_exr.zip"))  # fmt: skip
 
     @app.get("/api/clips/<name>/uncertainty.png")
     def uncertainty_plot(name: str):
@@ -482,7 +524,8 @@ def create_app(config: AppConfig) -> Flask:
         """Bytes an earlier run of the clip holds in --save that a rerun reuses or replaces: its result
         folders and its finetuning's run folder."""
         folders = [r.path for r in results_of(config.save, name)] + [config.save / "train_log" / name]
-        return sum(p.stat().st_size for f in folders if f.is_dir() for p in f.rglob("*") if p.is_file())
+        return sum(p.lstat().st_size for f in folders if f.is_dir() and not f.is_symlink()
+                   for p in f.rglob("*") if p.is_file() and not p.is_symlink())  # fmt: skip
 
     def refuse_without_room(name: str, settings: RunSettings) -> None:
         """A run the estimate says will not fit on the disk of --save does not start (409)."""
@@ -542,6 +585,7 @@ def create_app(config: AppConfig) -> Flask:
         if exr is not None and (kind != "matte" or exr not in EXR_COMPRESSIONS):
             abort(400, f'"exr" goes with a matte job: {" or ".join(EXR_COMPRESSIONS)} (the EXR compression)')
         source = view.clip_dir(name)
+        view.check_job_paths(name)
         result = view.result(name)
         if kind == "matte" and (result is None or not result.is_fused(run_stems(name))):
             abort(409, f"{name} has no propagated trimaps yet: run propagation first")
@@ -622,11 +666,33 @@ class BoundedServer(ThreadedWSGIServer):
             self._slots.release()
 
 
+def reads_closed_after(app):
+    """``app`` whose connection stops reading once the answer is sent: werkzeug then drains what the
+    client still sends (it closes every connection after one request), and a client trickling bytes
+    would hold the connection's thread for as long as it liked."""
+
+    def answer(environ, start_response):
+        body = app(environ, start_response)
+        try:
+            yield from body
+        finally:
+            if hasattr(body, "close"):
+                body.close()
+            connection = environ.get("werkzeug.socket")
+            if connection is not None:
+                try:
+                    connection.shutdown(socket.SHUT_RD)
+                except OSError:
+                    pass
+
+    return answer
+
+
 def make_app_server(config: AppConfig) -> tuple[BaseWSGIServer, Flask]:
     """Listen on ``config.host:config.port`` (port 0: one the system picks), then make the app for
     the port actually bound (it names the cookie and the allowed hosts). OSError if it cannot listen."""
     served: dict[str, Flask] = {}
-    server = BoundedServer(config.host, config.port, lambda environ, start: served["app"](environ, start),
+    server = BoundedServer(config.host, config.port, reads_closed_after(lambda e, s: served["app"](e, s)),
                            QuietTokenHandler)  # fmt: skip
     served["app"] = create_app(dataclasses.replace(config, port=server.server_port))
     return server, served["app"]

@@ -15,6 +15,7 @@ request and sent as PNGs (the last few kept).
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import logging
 import math
@@ -35,8 +36,16 @@ from inference.layout import ResultFolder, results_of
 from inference.uncertainty import read_uncertainty
 from matting.sequence import ALPHA_EXR_SUFFIX, COMPOSITE_SUFFIX, FG_EXR_SUFFIX, FG_SUFFIX
 from utils.errors import UserError
-from utils.images import encode_png, parse_png_header, png_header, read_rgb, to_grey
-from utils.io import atomic_write_bytes, atomic_write_png, create_exclusive, private_subfolder
+from utils.images import decode_rgb, encode_png, parse_png_header, png_header, to_grey
+from utils.io import (
+    NotARegularFileError,
+    atomic_write_bytes,
+    atomic_write_png,
+    create_exclusive,
+    open_regular,
+    private_subfolder,
+    read_regular,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +56,8 @@ SUBJECT_LEFT = 0.2  # a cut-out whose sure subject is under this share of its un
 VIDEO_FRAMES_KEPT = 24  # encoded PNGs of video frames kept per app (stepping back and forth is instant)
 CACHE_DIR = ".app"  # in the save folder: thumbnails and display copies (webapp/jobs.py keeps its files there too)
 THUMB_HEIGHT = 54  # the frame strip's thumbnails, pixels high
+MAX_FRAME_PIXELS = 100_000_000  # a frame decoded for a thumbnail or a display copy: 8K is 33 megapixels
+MAX_SMALL_FILE = 16 << 20  # uncertainty.json, a trimap kept as its backup: read whole, bounded
 DISPLAY_QUALITIES = range(30, 101)  # JPEG quality of the display copies (playback); exact work stays on PNGs
 
 
@@ -198,7 +209,7 @@ class WorkspaceView:
         if folder.is_file():
             info = self._video(folder).info
             return info.height, info.width
-        first = folder / f"{self.stems(name)[0]}{FRAME_SUFFIX}"
+        first = self.frame_file(name, self.stems(name)[0])  # inside the workspace, a regular file
 
         def read() -> tuple[int, int]:
             try:
@@ -214,9 +225,39 @@ class WorkspaceView:
     def result(self, name: str) -> ResultFolder | None:
         """The clip's result folder to show: the newest finished ``<clip>_mem<N>`` (any N), else the newest."""
         self.clip_dir(name)
-        folders = results_of(self.save, name)
+        folders = [f for f in results_of(self.save, name) if not f.path.is_symlink()]  # a planted link is no result
         finished = [f for f in folders if f.is_finished()]
         return (finished or folders or [None])[0]
+
+    def check_job_paths(self, name: str) -> None:
+        """Before a job on clip ``name`` (its commands follow paths as a user's commands do): every link
+        among the clip's frames and trimaps leads inside the workspace, and nothing the job names and
+        writes under --save (its result folders, ``configs``, ``train_log`` and the clip's entries in
+        them) is a link. ViewError 409 naming the first that is not so."""
+        clip = self.clip_dir(name)
+        folders = [clip] if clip.is_dir() else []
+        trimaps = self.trimap_dir(name)
+        if trimaps.is_symlink() or trimaps.is_dir():
+            folders.append(trimaps)
+        for folder in folders:
+            for entry in [folder, *folder.iterdir()]:
+                if not entry.is_symlink():
+                    continue
+                try:
+                    real = entry.resolve(strict=True)
+                except (OSError, RuntimeError):
+                    raise ViewError(409, f"{entry} is a broken link; remove it or put the file itself there") from None
+                if self.workspace not in real.parents:
+                    raise ViewError(409, f"{entry} is a link to {real}, outside the workspace; the app reads only "
+                                         "inside its folders: copy the file in instead of linking it")  # fmt: skip
+        named = [self.save / "configs", self.save / "configs" / f"{name}.yaml", self.save / "train_log",
+                 *self.save.glob(f"{glob.escape(name)}_mem*")]  # fmt: skip
+        if (self.save / "train_log").is_dir() and not (self.save / "train_log").is_symlink():
+            named += (self.save / "train_log").glob(f"{glob.escape(name)}*")
+        for path in named:
+            if path.is_symlink():
+                raise ViewError(409, f"{path} is a link: a job writes, replaces and removes files there, so "
+                                     "the app does not follow it; remove the link or move the folder in")  # fmt: skip
 
     # --- what the page lists --------------------------------------------------------------------
 
@@ -240,8 +281,8 @@ class WorkspaceView:
         uncertainty = fused = matted = None
         if result is not None:
             try:
-                uncertainty = read_uncertainty(result) if result.uncertainty_json.exists() else None
-            except (OSError, ValueError):
+                uncertainty = read_uncertainty(result, MAX_SMALL_FILE) if result.uncertainty_json.exists() else None
+            except (OSError, ValueError, RecursionError, UserError):
                 uncertainty = None  # being rewritten by a job: the next poll reads it
             fused = result.ensemble_stems() if result.is_finished() else []
             matted = stems_with(result.matte_dir, COMPOSITE_SUFFIX)
@@ -299,6 +340,19 @@ class WorkspaceView:
             raise ViewError(404, f"{what} is not a file inside the app's folders")
         return real
 
+    def open_inside(self, path: Path, root: Path, what: str, limit: int | None = None):
+        """``path`` (as :meth:`_inside` finds it) opened for reading: the file checked is the file read,
+        never a link or a FIFO put in its place a moment later (ViewError 404 or 403 otherwise)."""
+        real = self._inside(path, root, what)
+        try:
+            return open_regular(real, what, limit)
+        except NotARegularFileError as exc:
+            raise ViewError(404, str(exc)) from None
+        except PermissionError:
+            raise ViewError(403, f"{what} cannot be read (permission denied); make it readable") from None
+        except OSError:
+            raise ViewError(404, f"{what} does not exist (yet)") from None
+
     def frame_file(self, name: str, stem: str) -> Path:
         folder = self.clip_dir(name)
         path = folder / f"{self.frame_stem(name, stem)}{FRAME_SUFFIX}"
@@ -349,7 +403,19 @@ class WorkspaceView:
                 return self._video(path).read_rgb(self.stems(name).index(stem))
             except UserError as exc:
                 raise ViewError(422, str(exc)) from exc
-        return read_rgb(self.frame_file(name, stem))
+        limit = 6 * MAX_FRAME_PIXELS + (1 << 20)  # a PNG is never much larger than its raw pixels
+        with self.open_inside(self.frame_file(name, stem), self.workspace, f"frame {stem} of {name}", limit) as handle:
+            head = handle.read(26)
+            header = parse_png_header(head)
+            if header is not None and header.width * header.height > MAX_FRAME_PIXELS:
+                size = f"{header.width}x{header.height}"
+                raise ViewError(422, f"frame {stem} of {name} is {size}: more than the {MAX_FRAME_PIXELS // 10**6} "
+                                     "megapixels the app shows; scale the clip down")  # fmt: skip
+            data = head + handle.read()
+        try:
+            return decode_rgb(data, f"frame {stem} of {name}")
+        except UserError as exc:
+            raise ViewError(422, str(exc)) from None
 
     def _source_stamp(self, name: str, stem: str) -> int:
         path = self.clip_dir(name)
@@ -478,7 +544,11 @@ class WorkspaceView:
         folder = self.trimap_dir(name)
         stem = self.frame_stem(name, stem)
         labels = snap_trimap(self.read_upload(name, stem, data, "trimap"))
-        folder.mkdir(exist_ok=True)  # a video clip's first keyframe
+        try:
+            folder.mkdir(exist_ok=True)  # a video clip's first keyframe
+        except OSError as exc:
+            raise ViewError(409, f"the trimap folder of {name} ({folder.name}) cannot be made ({exc.strerror}); "
+                                 "remove what is there under that name") from None  # fmt: skip
         if self.workspace not in folder.resolve().parents:
             raise ViewError(
                 403, f"the trimap folder of {name} leads outside the workspace; the app writes only inside it"
@@ -491,8 +561,15 @@ class WorkspaceView:
                 " bytes; a file name ends at 255): rename the clip's frames shorter",
             )  # fmt: skip
         with self._save_lock(path):
-            if path.exists():
-                create_exclusive(backup, path.read_bytes())  # the trimap as it was, the first time it is replaced
+            if path.is_symlink() or (path.exists() and not path.is_file()):
+                raise ViewError(409, f"the trimap of frame {stem} ({path.name}) is a link or not a file; the app "
+                                     "replaces only a file it can keep a copy of: remove it, then save")  # fmt: skip
+            if path.exists():  # the trimap as it was, the first time it is replaced
+                try:
+                    previous = read_regular(path, f"the trimap of frame {stem}", MAX_SMALL_FILE)
+                except UserError as exc:
+                    raise ViewError(409, str(exc)) from None
+                create_exclusive(backup, previous)
             atomic_write_png(path, encode_labels(labels), durable=True)
         counts = [int((labels == c).sum()) for c in range(3)]
         log.info("saved %s (background %d, unknown %d, foreground %d px)", path, *counts)

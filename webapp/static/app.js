@@ -39,13 +39,18 @@ function setStatus(text, error = false) {
   $("status").classList.toggle("error", error);
 }
 
-// State changes carry the page's per-run XSRF token (the server refuses them without it).
-const XSRF = document.querySelector('meta[name="xsrf-token"]').content;
+// The page's per-run key: in the page served for the printed address only, kept for this tab (its
+// reloads) and sent with every request; the server answers data and changes to nothing else (the
+// cookie alone fetches pictures). The token leaves the address bar.
+const XSRF = (() => {
+  const given = document.querySelector('meta[name="xsrf-token"]').content;
+  if (given) sessionStorage.setItem("trimap-page-key", given);
+  if (new URLSearchParams(location.search).has("token")) history.replaceState(null, "", "/");
+  return given || sessionStorage.getItem("trimap-page-key") || "";
+})();
 
 async function api(path, options = {}) {
-  const method = (options.method || "GET").toUpperCase();
-  const headers = { ...(options.headers || {}) };
-  if (method !== "GET" && method !== "HEAD") headers["X-XSRF-Token"] = XSRF;
+  const headers = { ...(options.headers || {}), "X-XSRF-Token": XSRF };
   const response = await fetch(path, { credentials: "same-origin", ...options, headers });
   if (!response.ok) {
     let message = `${response.status} ${response.statusText}`;
