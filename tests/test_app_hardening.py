@@ -323,6 +323,31 @@ def test_idle_connections_are_closed_and_bounded(workspace, save, parity_weights
 
 
 @pytest.mark.unit
+def test_half_sent_requests_filling_every_slot_do_not_keep_the_page_out(workspace, save, parity_weights,
+                                                                        monkeypatch):  # fmt: skip
+    monkeypatch.setattr(server_module, "MAX_CONNECTIONS", 4)
+    server, _ = make_app_server(AppConfig(workspace, save, TOKEN, load=parity_weights, port=0))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    sockets = []
+    try:
+        for _ in range(8):  # every slot held by a request that never finishes its headers
+            connection = socket.create_connection(("127.0.0.1", server.server_port), timeout=5)
+            connection.sendall(b"GET /api/clips HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            sockets.append(connection)
+        time.sleep(0.3)
+        page = socket.create_connection(("127.0.0.1", server.server_port), timeout=5)
+        page.sendall(b"GET /api/clips HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nX-Token: %s\r\n\r\n"
+                     % (server.server_port, TOKEN.encode()))  # fmt: skip
+        assert page.recv(100).startswith(b"HTTP/1.1 200"), "a whole request takes a half-sent one's slot"
+        page.close()
+    finally:
+        for connection in sockets:
+            connection.close()
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.unit
 def test_a_request_trickled_a_byte_at_a_time_is_dropped_at_its_deadline(workspace, save, parity_weights,
                                                                         monkeypatch):  # fmt: skip
     monkeypatch.setattr(server_module.QuietTokenHandler, "timeout", 5)

@@ -610,9 +610,10 @@ def create_app(config: AppConfig) -> Flask:
 
 
 class BoundedServer(ThreadedWSGIServer):
-    """A thread per connection, at most ``MAX_CONNECTIONS`` at once: a connection beyond them is
-    closed at once rather than given a thread (with the handler's read timeout, no one can hold
-    the server by opening connections and sending nothing)."""
+    """A thread per connection, at most ``MAX_CONNECTIONS`` at once: a connection beyond them takes
+    the slot of the one that has been sending its headers longest, or is closed at once when every
+    slot holds a whole request (with the handler's read timeout and the headers' deadline, no one
+    can hold the server by opening connections and sending little or nothing)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -648,8 +649,25 @@ class BoundedServer(ThreadedWSGIServer):
                 except OSError:
                     pass
 
+    def _drop_oldest_unsent(self) -> bool:
+        """All slots taken: shut the connection that has been sending its request's headers longest
+        (a browser's request arrives whole at once, so the connections that fill the slots with half
+        requests are the ones shut, not the page's). False when every slot holds a whole request."""
+        with self._reading_lock:
+            if not self._reading:
+                return False
+            oldest = min(self._reading, key=self._reading.get)
+            del self._reading[oldest]
+        try:
+            oldest.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        return True
+
     def process_request(self, request, client_address) -> None:
-        if not self._slots.acquire(blocking=False):
+        if not self._slots.acquire(blocking=False) and not (
+            self._drop_oldest_unsent() and self._slots.acquire(timeout=2)
+        ):
             log.warning("%d connections open: one from %s closed unanswered", MAX_CONNECTIONS, client_address[0])
             self.shutdown_request(request)
             return
