@@ -27,6 +27,7 @@ def step_seconds(steps: str) -> dict[str, float]:
 
 
 @pytest.mark.e2e
+@pytest.mark.slow  # a minute: with the full demo in pytest -m slow, which .ci/run runs
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA machine runs the real check, not the dry run")
 def test_the_gpu_check_dry_run_passes_every_step_and_its_cpu_parts_fit(tmp_path):
     env = dict(os.environ, OUT=str(tmp_path), PYTHON=sys.executable, OMP_NUM_THREADS="2")
