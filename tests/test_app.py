@@ -7,6 +7,7 @@ import io
 import os
 import signal
 import time
+import zipfile
 
 import av
 import cv2
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 from helpers import app_workspace
+from utils.exr import read_exr
 from utils.io import encode_png
 from webapp.server import AppConfig, create_app
 
@@ -234,6 +236,30 @@ def test_the_matte_job_ends_with_a_foreground_video_served_while_its_trimaps_are
     assert client.post("/api/job", json={"clip": "clip", "kind": "propagate"}).status_code == 202
     assert wait_for_job(client)["state"] == "done"
     assert client.get("/api/clips/clip/foreground.mov").status_code == 404 and not detail_video(client)
+
+
+@pytest.mark.e2e
+def test_a_matte_job_with_exr_serves_the_clips_exr_sequence_as_one_archive(client, tmp_path):
+    import OpenEXR
+
+    assert client.post("/api/job", json={"clip": "clip", "kind": "propagate"}).status_code == 202
+    assert wait_for_job(client)["state"] == "done"
+    assert client.get("/api/clips/clip/exr.zip").status_code == 404, "no EXR matting yet"
+    assert client.post("/api/job", json={"clip": "clip", "kind": "matte", "exr": "zip"}).status_code == 202
+    assert wait_for_job(client)["state"] == "done"
+    stems = client.get("/api/clips/clip").get_json()["stems"]
+    assert client.get("/api/clips/clip").get_json()["result"]["exr"]
+    response = client.get("/api/clips/clip/exr.zip")
+    assert response.status_code == 200 and "clip_exr.zip" in response.headers["Content-Disposition"]
+    with zipfile.ZipFile(io.BytesIO(response.data)) as archive:
+        names = sorted(archive.namelist())
+        assert names == sorted(f"clip_exr/{s}{suffix}" for s in stems for suffix in ("_alpha.exr", "_fg.exr"))
+        (tmp_path / "a.exr").write_bytes(archive.read(f"clip_exr/{stems[1]}_alpha.exr"))
+    header, channels = read_exr(tmp_path / "a.exr")
+    assert header["compression"] == OpenEXR.ZIP_COMPRESSION and channels["A"].shape == (40, 56)
+    # a compression the app does not offer, or EXR with another job, is refused
+    assert client.post("/api/job", json={"clip": "clip", "kind": "matte", "exr": "rle"}).status_code == 400
+    assert client.post("/api/job", json={"clip": "clip", "kind": "propagate", "exr": "zip"}).status_code == 400
 
 
 def detail_video(client) -> bool:

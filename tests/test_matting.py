@@ -12,6 +12,7 @@ from dataset.trimap import alpha_to_trimap, decode_trimap
 from evaluation.alpha import frame_metrics, pair_metrics, score_alphas
 from helpers import run_main, run_script
 from matting.solve import Solver
+from utils.exr import read_exr, srgb_to_linear
 from utils.io import atomic_write_png
 
 
@@ -119,6 +120,27 @@ def test_a_broken_trimap_is_reported_and_the_other_frames_are_matted(clip):
         assert np.abs(comp[labels == 2].astype(int) - frame[labels == 2]).max() <= 2
         assert (comp[labels == 0] == (64, 177, 0)).all()  # green, BGR
     assert not (clip / "m" / "00001_alpha.png").exists()
+
+
+@pytest.mark.cli
+def test_matte_with_exr_writes_each_frames_matte_and_premultiplied_linear_foreground(clip):
+    run = run_main("tgm.py", "matte", "--trimaps", clip / "trimaps", "--frames_dir", clip / "clip", "--out", clip / "m",
+                   "--exr", "zip")  # fmt: skip
+    assert run.returncode == 1, run.stderr  # frame 00001 has nothing to matte from (the test above)
+    import OpenEXR
+
+    for stem in ("00000", "00002"):
+        alpha = cv2.imread(str(clip / "m" / f"{stem}_alpha.png"), cv2.IMREAD_UNCHANGED) / 255.0
+        fg = cv2.imread(str(clip / "m" / f"{stem}_fg.png"), cv2.IMREAD_UNCHANGED)[..., 2::-1] / 255.0  # RGB
+        header, channels = read_exr(clip / "m" / f"{stem}_alpha.exr")
+        # the PNGs are rounded to 8 bits, the EXRs are half floats of the unrounded values
+        assert header["compression"] == OpenEXR.ZIP_COMPRESSION and np.abs(channels["A"] - alpha).max() < 2.5e-3
+        header, channels = read_exr(clip / "m" / f"{stem}_fg.exr")
+        rgba = channels["RGBA"].astype(float)
+        assert header["compression"] == OpenEXR.ZIP_COMPRESSION and np.abs(rgba[..., 3] - alpha).max() < 2.5e-3
+        # linear light, premultiplied: what the straight sRGB PNG holds, linearised and times alpha
+        assert np.abs(rgba[..., :3] - srgb_to_linear(fg) * alpha[..., None]).max() < 6e-3
+    assert not (clip / "m" / "00001_alpha.exr").exists()
 
 
 @pytest.mark.e2e
