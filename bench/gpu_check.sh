@@ -15,7 +15,7 @@
 # whose figures decide the GPU defaults first, compiling last; a step with under 10 s left is
 # skipped and said so. A failed or stopped step makes the exit status non-zero. The machine has no
 # package registry: pip installs only from .gpu_wheels (--no-index --no-deps) and each import is
-# checked. Its torch is the image's own, not our pin: facts.txt records the versions.
+# checked. Its torch is the image's own, not our pin: facts.json records the versions.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1

@@ -171,8 +171,9 @@ class BackgroundWriter:
     """Writes files on a background thread so the network never waits on disk.
 
     ``submit`` queues a write; ``flush`` waits for all queued writes and re-raises the first
-    error. With ``workers == 0`` writes happen inline. At most ``2 + 2 * workers`` writes wait at
-    once (``submit`` then waits for the oldest), which bounds the memory their inputs hold.
+    error. With ``workers == 0`` writes happen inline. At most ``3 + 2 * workers`` writes are queued
+    at once: past ``2 + 2 * workers``, ``submit`` waits until the oldest are done and ``1 + workers``
+    remain, which bounds the memory their inputs hold.
     """
 
     def __init__(self, workers: int = 1) -> None:
