@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import signal
 import subprocess
 from pathlib import Path
 
@@ -12,6 +13,10 @@ from model.stm import STM
 from model.weights import parity_state_dict
 
 torch.set_flush_denormal(True)
+# Children see Ctrl-C (the interrupt test sends it, a job's cancel sends it) even when the suite was
+# started ignoring it, as a script's `pytest &` is: the same reset as commands/app.py's.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_addoption(parser):
