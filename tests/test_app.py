@@ -247,8 +247,9 @@ def test_a_matte_job_with_exr_serves_the_clips_exr_sequence_as_one_archive(clien
     assert client.get("/api/clips/clip/exr.zip").status_code == 404, "no EXR matting yet"
     assert client.post("/api/job", json={"clip": "clip", "kind": "matte", "exr": "zip"}).status_code == 202
     assert wait_for_job(client)["state"] == "done"
-    stems = client.get("/api/clips/clip").get_json()["stems"]
-    assert client.get("/api/clips/clip").get_json()["result"]["exr"]
+    detail = client.get("/api/clips/clip").get_json()
+    stems = detail["stems"]
+    assert detail["result"]["exr"]
     response = client.get("/api/clips/clip/exr.zip")
     assert response.status_code == 200 and "clip_exr.zip" in response.headers["Content-Disposition"]
     with zipfile.ZipFile(io.BytesIO(response.data)) as archive:

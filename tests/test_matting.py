@@ -124,11 +124,11 @@ def test_a_broken_trimap_is_reported_and_the_other_frames_are_matted(clip):
 
 @pytest.mark.cli
 def test_matte_with_exr_writes_each_frames_matte_and_premultiplied_linear_foreground(clip):
+    import OpenEXR
+
     run = run_main("tgm.py", "matte", "--trimaps", clip / "trimaps", "--frames_dir", clip / "clip", "--out", clip / "m",
                    "--exr", "zip")  # fmt: skip
     assert run.returncode == 1, run.stderr  # frame 00001 has nothing to matte from (the test above)
-    import OpenEXR
-
     for stem in ("00000", "00002"):
         alpha = cv2.imread(str(clip / "m" / f"{stem}_alpha.png"), cv2.IMREAD_UNCHANGED) / 255.0
         fg = cv2.imread(str(clip / "m" / f"{stem}_fg.png"), cv2.IMREAD_UNCHANGED)[..., 2::-1] / 255.0  # RGB
